@@ -1,0 +1,100 @@
+//! The library's error type: every user-reachable failure is a value, never a panic.
+//!
+//! Variants carry the data a user needs to fix the input: the operation and the shapes for tensor
+//! arguments, the file (and line, key) for files.
+
+use std::fmt;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `weakalign` because of its input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor argument has the wrong shape.
+    #[error("{op}: `{arg}` has shape {got:?}, expected {expected}")]
+    Shape {
+        /// The operation that rejected the argument, e.g. `affine::grid`.
+        op: &'static str,
+        /// The argument's name.
+        arg: &'static str,
+        /// The shape it had.
+        got: Vec<usize>,
+        /// The shape it should have, with named dimensions, e.g. `[batch, 2, n]`.
+        expected: String,
+    },
+    /// A scalar argument is outside its valid range.
+    #[error("{op}: invalid `{arg}`: {reason}")]
+    Argument {
+        /// The operation that rejected the argument.
+        op: &'static str,
+        /// The argument's name.
+        arg: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// One expected dimension: a fixed size, or any size bound to a name (`batch`, `n`, ...).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Dim {
+    /// Must equal this size.
+    Is(usize),
+    /// Any size; the name is only used in messages.
+    Any(&'static str),
+    /// Must equal this size, which came from another argument (named in messages).
+    Same(&'static str, usize),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Is(n) => write!(f, "{n}"),
+            Dim::Any(name) => write!(f, "{name}"),
+            Dim::Same(name, n) => write!(f, "{name}={n}"),
+        }
+    }
+}
+
+/// Checks `got` against `expected`, naming the operation and argument on mismatch.
+pub(crate) fn check_shape(
+    op: &'static str,
+    arg: &'static str,
+    got: &[usize],
+    expected: &[Dim],
+) -> Result<()> {
+    let ok = got.len() == expected.len()
+        && got.iter().zip(expected).all(|(&g, e)| match *e {
+            Dim::Is(n) | Dim::Same(_, n) => g == n,
+            Dim::Any(_) => true,
+        });
+    if ok {
+        Ok(())
+    } else {
+        let names: Vec<String> = expected.iter().map(Dim::to_string).collect();
+        Err(Error::Shape {
+            op,
+            arg,
+            got: got.to_vec(),
+            expected: format!("[{}]", names.join(", ")),
+        })
+    }
+}
+
+/// Fails with [`Error::Argument`] unless `ok`.
+pub(crate) fn check_arg(
+    ok: bool,
+    op: &'static str,
+    arg: &'static str,
+    reason: impl FnOnce() -> String,
+) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Argument {
+            op,
+            arg,
+            reason: reason(),
+        })
+    }
+}

@@ -1,0 +1,44 @@
+//! Affine transforms.
+//!
+//! ## Reference
+//! weakalign: `geotnf/transformation.py` `AffineGridGen`/`AffineGridGenV2`,
+//! `geotnf/point_tnf.py` `PointTnf.affPointTnf` (weakalign-reference §5.1).
+
+use burn::tensor::{DType, Device, Tensor};
+
+use super::theta::{AffineTheta, Theta};
+use super::transform::{Transform, batch_points};
+use crate::error::Result;
+
+impl AffineTheta {
+    /// The linear part `A` and translation `t` of θ.
+    ///
+    /// # Shapes
+    /// - output: (`[batch, 2, 2]`, `[batch, 2, 1]`)
+    pub fn matrix_translation(&self) -> (Tensor<3>, Tensor<3>) {
+        let batch = self.batch();
+        let m = self.tensor().clone().reshape([batch, 2, 3]);
+        (m.clone().slice([0..batch, 0..2, 0..2]), m.slice([0..batch, 0..2, 2..3]))
+    }
+}
+
+impl Transform for AffineTheta {
+    fn batch(&self) -> usize {
+        AffineTheta::batch(self)
+    }
+
+    /// `P' = A·P + t`.
+    ///
+    /// # Shapes
+    /// - `points`: `[batch, 2, n]` (or `[1, 2, n]`)
+    /// - output: `[batch, 2, n]`
+    fn map_points(&self, points: Tensor<3>) -> Result<Tensor<3>> {
+        let points = batch_points("affine::map_points", points, AffineTheta::batch(self))?;
+        let (a, t) = self.matrix_translation();
+        Ok(a.matmul(points) + t)
+    }
+
+    fn tensor_options(&self) -> (Device, DType) {
+        (self.tensor().device(), self.tensor().dtype())
+    }
+}

@@ -1,0 +1,30 @@
+//! # weakalign
+//!
+//! End-to-end weakly-supervised semantic alignment (Rocco, Arandjelović, Sivic, CVPR 2018) on
+//! [burn](https://burn.dev).
+//!
+//! Two images of objects of the same category go through a siamese CNN (the *backbone*); a
+//! normalized [`correlation`] compares every pair of feature locations; a regression CNN predicts
+//! an affine θ and then a thin-plate-spline θ (the [`geometry`]); and training needs only image
+//! pairs: the [`loss`] is a differentiable "soft inlier count", a RANSAC-like score read off the
+//! correlation through the predicted warp.
+//!
+//! Modules in data-flow order:
+//! - [`correlation`]: feature L2 normalization, the correlation tensor `[B, h·w, h, w]` and its
+//!   normalization.
+//! - [`geometry`]: typed θ ([`geometry::AffineTheta`], [`geometry::TpsTheta`]), sampling grids,
+//!   point maps, bilinear warping. Read its `# Convention` block first.
+//! - [`loss`]: the strong-supervision transformed-grid loss and the weak inlier counts.
+//! - [`device`]: the one place that names the backend.
+//!
+//! Semantics follow the authors' PyTorch code (align_corners = true, θ maps target → source,
+//! correlation index `k = x·h + y`); deliberate deviations are options and say so where they are
+//! defined.
+
+pub mod correlation;
+pub mod device;
+pub mod error;
+pub mod geometry;
+pub mod loss;
+
+pub use error::{Error, Result};
