@@ -1,1 +1,22 @@
+//! The integration-test binary (one binary: each extra one re-links burn).
 
+// Shared backends, builders, finite-difference gradient checks and approximate asserts.
+mod common;
+
+// Geometry invariants: identity transforms, TPS interpolation, conventions.
+mod geometry;
+
+// Correlation layout and normalization.
+mod correlation;
+
+// Inlier counts: gather form vs the dense definition, hard count, identity score.
+mod loss;
+
+// Autodiff vs central finite differences (f64) for every differentiable operation (proptest).
+mod grad;
+
+// Golden values from PyTorch (tests/golden/README.md says how they were made).
+mod golden;
+
+// Bad input gives errors that name the shapes, never panics.
+mod bad_input;

@@ -18,7 +18,10 @@ impl AffineTheta {
     pub fn matrix_translation(&self) -> (Tensor<3>, Tensor<3>) {
         let batch = self.batch();
         let m = self.tensor().clone().reshape([batch, 2, 3]);
-        (m.clone().slice([0..batch, 0..2, 0..2]), m.slice([0..batch, 0..2, 2..3]))
+        (
+            m.clone().slice([0..batch, 0..2, 0..2]),
+            m.slice([0..batch, 0..2, 2..3]),
+        )
     }
 }
 

@@ -89,7 +89,12 @@ impl Composed<'_> {
 /// - `grid`: `[batch, h, w, 2]`
 /// - output: `[batch, h, w, 2]`
 fn open_box_outside(grid: Tensor<4>) -> Tensor<4, burn::tensor::Bool> {
-    let outside = grid.abs().greater_equal_elem(1.0).int().sum_dim(3).greater_elem(0); // [B,h,w,1]
+    let outside = grid
+        .abs()
+        .greater_equal_elem(1.0)
+        .int()
+        .sum_dim(3)
+        .greater_elem(0); // [B,h,w,1]
     outside.repeat_dim(3, 2)
 }
 

@@ -75,7 +75,12 @@ pub fn sample(image: Tensor<4>, grid: Tensor<4>) -> Result<Tensor<4>> {
         "sample",
         "grid",
         &grid.dims(),
-        &[Dim::Same("batch", batch), Dim::Any("h_out"), Dim::Any("w_out"), Dim::Is(2)],
+        &[
+            Dim::Same("batch", batch),
+            Dim::Any("h_out"),
+            Dim::Any("w_out"),
+            Dim::Is(2),
+        ],
     )?;
     let options = GridSampleOptions::new(InterpolateMode::Bilinear)
         .with_padding_mode(GridSamplePaddingMode::Zeros)

@@ -41,17 +41,27 @@ fn axis_maps(sizes: &[(usize, usize)], to_normalized: bool) -> (Vec<f64>, Vec<f6
 }
 
 fn convert(points: Tensor<3>, sizes: &[(usize, usize)], to_normalized: bool) -> Result<Tensor<3>> {
-    let op = if to_normalized { "points::to_normalized" } else { "points::to_pixels" };
+    let op = if to_normalized {
+        "points::to_normalized"
+    } else {
+        "points::to_pixels"
+    };
     let [batch, two, _] = points.dims();
     crate::error::check_shape(
         op,
         "points",
         &[batch, two],
-        &[crate::error::Dim::Same("sizes.len()", sizes.len()), crate::error::Dim::Is(2)],
+        &[
+            crate::error::Dim::Same("sizes.len()", sizes.len()),
+            crate::error::Dim::Is(2),
+        ],
     )?;
-    check_arg(sizes.iter().all(|&(h, w)| h > 1 && w > 1), op, "sizes", || {
-        format!("every image side must be > 1 pixel, got {sizes:?}")
-    })?;
+    check_arg(
+        sizes.iter().all(|&(h, w)| h > 1 && w > 1),
+        op,
+        "sizes",
+        || format!("every image side must be > 1 pixel, got {sizes:?}"),
+    )?;
     let (device, dtype) = (points.device(), points.dtype());
     let (scale, offset) = axis_maps(sizes, to_normalized);
     let scale = Tensor::<3>::from_data(TensorData::new(scale, [batch, 2, 1]), (&device, dtype));

@@ -51,11 +51,20 @@ pub trait Theta: Clone + Sized {
             !values.is_empty() && values.len().is_multiple_of(Self::PARAMS),
             Self::NAME,
             "values",
-            || format!("{} values is not a positive multiple of {}", values.len(), Self::PARAMS),
+            || {
+                format!(
+                    "{} values is not a positive multiple of {}",
+                    values.len(),
+                    Self::PARAMS
+                )
+            },
         )?;
         let batch = values.len() / Self::PARAMS;
         let data = TensorData::new(values.to_vec(), [batch, Self::PARAMS]);
-        Ok(Self::wrap_unchecked(Tensor::from_data(data, (device, dtype))))
+        Ok(Self::wrap_unchecked(Tensor::from_data(
+            data,
+            (device, dtype),
+        )))
     }
 
     /// The identity transform, repeated `batch` times.

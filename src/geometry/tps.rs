@@ -48,10 +48,14 @@ pub struct Tps {
 
 impl Tps {
     /// Precomputes `L⁻¹` for regularization `lambda` (added to `K`'s diagonal).
+    #[allow(clippy::needless_range_loop)] // matrix indices read as the math
     pub fn new(lambda: f64) -> Result<Self> {
-        check_arg(lambda.is_finite() && lambda >= 0.0, "Tps::new", "lambda", || {
-            format!("TPS regularization must be finite and >= 0, got {lambda}")
-        })?;
+        check_arg(
+            lambda.is_finite() && lambda >= 0.0,
+            "Tps::new",
+            "lambda",
+            || format!("TPS regularization must be finite and >= 0, got {lambda}"),
+        )?;
         let mut l = [[0.0; SYSTEM]; SYSTEM];
         for i in 0..CONTROL_POINTS {
             let (xi, yi) = control_point(i);
@@ -99,8 +103,14 @@ impl Tps {
             Tensor::<3>::from_data(TensorData::new(values, shape), (&device, dtype))
         };
         let control: Vec<(f64, f64)> = (0..CONTROL_POINTS).map(control_point).collect();
-        let px = constant(control.iter().map(|c| c.0).collect(), [1, 1, CONTROL_POINTS]);
-        let py = constant(control.iter().map(|c| c.1).collect(), [1, 1, CONTROL_POINTS]);
+        let px = constant(
+            control.iter().map(|c| c.0).collect(),
+            [1, 1, CONTROL_POINTS],
+        );
+        let py = constant(
+            control.iter().map(|c| c.1).collect(),
+            [1, 1, CONTROL_POINTS],
+        );
         let x = points.clone().slice([0..batch, 0..1, 0..n]).swap_dims(1, 2); // [B, n, 1]
         let y = points.slice([0..batch, 1..2, 0..n]).swap_dims(1, 2); // [B, n, 1]
         let d2 = (x.clone() - px).square() + (y.clone() - py).square(); // [B, n, 9]
@@ -135,7 +145,11 @@ impl Transform for TpsWarp<'_> {
     fn map_points(&self, points: Tensor<3>) -> Result<Tensor<3>> {
         let batch = self.theta.batch();
         let points = batch_points("tps::map_points", points, batch)?;
-        let q = self.theta.tensor().clone().reshape([batch, 2, CONTROL_POINTS]); // [B, 2, 9]
+        let q = self
+            .theta
+            .tensor()
+            .clone()
+            .reshape([batch, 2, CONTROL_POINTS]); // [B, 2, 9]
         Ok(q.matmul(self.tps.basis(points).swap_dims(1, 2))) // [B, 2, n]
     }
 
@@ -148,6 +162,7 @@ impl Transform for TpsWarp<'_> {
 ///
 /// Hand-written rather than a linear-algebra dependency: it runs once per [`Tps`] on a 12×12
 /// matrix.
+#[allow(clippy::needless_range_loop)] // matrix indices read as the math
 fn invert<const N: usize>(mut a: [[f64; N]; N]) -> Option<[[f64; N]; N]> {
     let mut inv = [[0.0; N]; N];
     for (i, row) in inv.iter_mut().enumerate() {
@@ -185,6 +200,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn inverse_times_matrix_is_identity() {
         let a = [[4.0, 1.0, 2.0], [1.0, 3.0, 0.5], [2.0, 0.5, 5.0]];
         let inv = invert(a).unwrap();

@@ -52,11 +52,17 @@ impl GridFactors {
     }
 
     pub(crate) fn validate(&self, op: &'static str) -> Result<()> {
-        check_arg(self.offset.is_finite() && self.offset > 0.0, op, "offset", || {
-            format!("offset factor must be finite and > 0, got {}", self.offset)
-        })?;
+        check_arg(
+            self.offset.is_finite() && self.offset > 0.0,
+            op,
+            "offset",
+            || format!("offset factor must be finite and > 0, got {}", self.offset),
+        )?;
         check_arg(self.padding_crop.is_finite(), op, "padding_crop", || {
-            format!("padding/crop factor must be finite, got {}", self.padding_crop)
+            format!(
+                "padding/crop factor must be finite, got {}",
+                self.padding_crop
+            )
         })
     }
 }
@@ -105,5 +111,9 @@ pub(crate) fn batch_points(op: &'static str, points: Tensor<3>, batch: usize) ->
             expected: format!("[batch={batch} (or 1), 2, n]"),
         });
     }
-    Ok(if b == batch { points } else { points.repeat_dim(0, batch) })
+    Ok(if b == batch {
+        points
+    } else {
+        points.repeat_dim(0, batch)
+    })
 }

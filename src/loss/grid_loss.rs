@@ -27,7 +27,13 @@ pub fn transformed_grid_loss<T: Transform>(predicted: &T, ground_truth: &T) -> R
         predicted.batch() == ground_truth.batch(),
         "transformed_grid_loss",
         "ground_truth",
-        || format!("batch {} != predicted batch {}", ground_truth.batch(), predicted.batch()),
+        || {
+            format!(
+                "batch {} != predicted batch {}",
+                ground_truth.batch(),
+                predicted.batch()
+            )
+        },
     )?;
     let (device, dtype) = predicted.tensor_options();
     let points = identity_points([GRID_LOSS_SIZE, GRID_LOSS_SIZE], &device, dtype);

@@ -131,25 +131,45 @@ pub fn inlier_score(
 ) -> Result<Tensor<1>> {
     let [batch, k, h, w] = matches.dims();
     check_arg(k == h * w, "inlier_score", "matches", || {
-        format!("shape {:?}: channels must be h·w = {}", matches.dims(), h * w)
+        format!(
+            "shape {:?}: channels must be h·w = {}",
+            matches.dims(),
+            h * w
+        )
     })?;
     check_shape(
         "inlier_score",
         "locations",
         &locations.dims(),
-        &[Dim::Same("batch", batch), Dim::Same("h", h), Dim::Same("w", w), Dim::Is(2)],
+        &[
+            Dim::Same("batch", batch),
+            Dim::Same("h", h),
+            Dim::Same("w", w),
+            Dim::Is(2),
+        ],
     )?;
     if let InlierKind::Hard { radius } = config.kind {
-        check_arg(radius.is_finite() && radius >= 0.0, "inlier_score", "radius", || {
-            format!("hard-inlier radius must be finite and >= 0, got {radius}")
-        })?;
+        check_arg(
+            radius.is_finite() && radius >= 0.0,
+            "inlier_score",
+            "radius",
+            || format!("hard-inlier radius must be finite and >= 0, got {radius}"),
+        )?;
     }
     let locations = locations.clamp(-LOCATION_CLAMP, LOCATION_CLAMP);
-    let score = masked_sum(dilate(matches.clone(), config.dilation), locations.clone(), config);
+    let score = masked_sum(
+        dilate(matches.clone(), config.dilation),
+        locations.clone(),
+        config,
+    );
     if !config.normalize {
         return Ok(score);
     }
-    let mask_sum = masked_sum(dilate(matches.ones_like(), config.dilation), locations, config);
+    let mask_sum = masked_sum(
+        dilate(matches.ones_like(), config.dilation),
+        locations,
+        config,
+    );
     let epsilon = MASK_EPSILON * (k * h * w) as f64;
     Ok(score / mask_sum.add_scalar(epsilon))
 }
@@ -230,7 +250,9 @@ fn dilate(matches: Tensor<4>, dilation: Dilation) -> Tensor<4> {
     for &(dx, dy) in dilation.offsets() {
         let x0 = (1 + dx) as usize;
         let y0 = (1 + dy) as usize;
-        let shifted = source.clone().slice([0..batch, 0..p, x0..x0 + w, y0..y0 + h]);
+        let shifted = source
+            .clone()
+            .slice([0..batch, 0..p, x0..x0 + w, y0..y0 + h]);
         sum = Some(match sum {
             None => shifted,
             Some(s) => s + shifted,
@@ -250,8 +272,13 @@ fn dilate(matches: Tensor<4>, dilation: Dilation) -> Tensor<4> {
 fn masked_sum(values: Tensor<4>, locations: Tensor<4>, config: &InlierConfig) -> Tensor<1> {
     let [batch, _, h, w] = values.dims();
     // Source-cell coordinates of T(p) (0-based, align_corners = true).
-    let x = locations.clone().slice([0..batch, 0..h, 0..w, 0..1]).permute([0, 3, 1, 2]); // [B,1,h,w]
-    let y = locations.slice([0..batch, 0..h, 0..w, 1..2]).permute([0, 3, 1, 2]); // [B,1,h,w]
+    let x = locations
+        .clone()
+        .slice([0..batch, 0..h, 0..w, 0..1])
+        .permute([0, 3, 1, 2]); // [B,1,h,w]
+    let y = locations
+        .slice([0..batch, 0..h, 0..w, 1..2])
+        .permute([0, 3, 1, 2]); // [B,1,h,w]
     let u = x.add_scalar(1.0).mul_scalar((w as f64 - 1.0) / 2.0);
     let v = y.add_scalar(1.0).mul_scalar((h as f64 - 1.0) / 2.0);
     match config.kind {
@@ -278,14 +305,16 @@ fn bilinear_gather(values: Tensor<4>, u: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         for (dv, wv) in [(0.0, fv.clone().neg().add_scalar(1.0)), (1.0, fv.clone())] {
             let cu = u0.clone().add_scalar(du);
             let cv = v0.clone().add_scalar(dv);
-            let inside = cu.clone().greater_equal_elem(0.0).int()
-                * cu.clone().lower_equal_elem(w as f64 - 1.0).int()
-                * cv.clone().greater_equal_elem(0.0).int()
-                * cv.clone().lower_equal_elem(h as f64 - 1.0).int(); // [B,1,h,w] 0/1
+            let outside = cu
+                .clone()
+                .lower_elem(0.0)
+                .bool_or(cu.clone().greater_elem(w as f64 - 1.0))
+                .bool_or(cv.clone().lower_elem(0.0))
+                .bool_or(cv.clone().greater_elem(h as f64 - 1.0)); // [B,1,h,w]
             let index: Tensor<4, Int> = (cu.clamp(0.0, w as f64 - 1.0).mul_scalar(h as f64)
                 + cv.clamp(0.0, h as f64 - 1.0))
             .int(); // k = x·h + y
-            let weight = wu.clone() * wv * inside.float();
+            let weight = (wu.clone() * wv).mask_fill(outside, 0.0);
             let term = values.clone().gather(1, index) * weight;
             total = Some(match total {
                 None => term,
@@ -315,6 +344,7 @@ fn hard_sum(values: Tensor<4>, u: Tensor<4>, v: Tensor<4>, radius: f64) -> Tenso
     let u = u.detach().reshape([batch, 1, p]);
     let v = v.detach().reshape([batch, 1, p]);
     let d2 = (u - cell_x).square() + (v - cell_y).square(); // [B, K, P]
-    let mask = d2.lower_equal_elem(radius * radius).float();
+    let outside = d2.clone().greater_elem(radius * radius);
+    let mask = d2.ones_like().mask_fill(outside, 0.0); // [B, K, P], 0/1, no gradient path
     (values.reshape([batch, k, p]) * mask).sum_dims_squeeze::<1, _>(&[1, 2])
 }
