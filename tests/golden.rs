@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::Tensor;
 use weakalign::correlation::{FeatureCorrelation, correlation, feature_l2_norm};
+use weakalign::geometry::points::{to_normalized, to_pixels};
 use weakalign::geometry::{
     AffineTheta, ComposeBorder, Composed, GridFactors, Theta, Tps, TpsTheta, Transform, sample,
     sampling_grid,
@@ -134,6 +135,22 @@ fn golden_tps_grids_and_points() {
             warp.map_points(input("points")).unwrap(),
         );
     }
+}
+
+#[test]
+fn golden_tps_grid_with_offset_factor() {
+    let (_, theta) = thetas();
+    let tps = Tps::new(0.2).unwrap();
+    let grid = sampling_grid(&tps.warp(&theta), [5, 7], GridFactors::offset(OFFSET)).unwrap();
+    check("tps_grid_l02_offset", grid);
+}
+
+#[test]
+fn golden_pixel_to_normalized() {
+    let sizes = [(300, 200), (120, 160)];
+    let normalized = to_normalized(input("pixel_points"), &sizes).unwrap();
+    check("pixel_points_normalized", normalized.clone());
+    check("pixel_points", to_pixels(normalized, &sizes).unwrap());
 }
 
 #[test]

@@ -8,6 +8,7 @@
 use burn::tensor::Tensor;
 use proptest::prelude::*;
 use weakalign::correlation::{FeatureCorrelation, feature_l2_norm};
+use weakalign::geometry::points::{to_normalized, to_pixels};
 use weakalign::geometry::{
     AffineTheta, ComposeBorder, Composed, GridFactors, Theta, Tps, TpsTheta, Transform, sample,
     sampling_grid,
@@ -122,6 +123,13 @@ proptest! {
                 Composed { affine: &a_fixed, tps: tps.warp(&th) }.grid([5, 6], f, border).unwrap().clamp(-3.0, 3.0)
             });
         }
+    }
+
+    #[test]
+    fn grad_pixel_conversions(px in vals(2 * 2 * 3, 100.0)) {
+        let sizes = [(240, 320), (17, 9)];
+        gradcheck("to_normalized", &px, [2, 2, 3], |p| to_normalized(p, &sizes).unwrap());
+        gradcheck("to_pixels", &px, [2, 2, 3], |p| to_pixels(p, &sizes).unwrap());
     }
 
     #[test]

@@ -169,6 +169,19 @@ def main(out_dir):
     put("composed_grid_reference_l02",
         composed_grid_reference(theta_aff[:1], theta_tps[:1], 0.2, 15, 15, OFFSET))
 
+    put("tps_grid_l02_offset",
+        grid_of(lambda p: tps_points(theta_tps, p, 0.2), h, w, OFFSET))
+
+    # Pixel (1-based) -> normalized coordinates, point_tnf.normalize_axis; sizes (h, w).
+    px = 1 + 150 * (wave([2, 2, 4], 2.5) + 1)
+    sizes = [(300, 200), (120, 160)]
+    norm = px.clone()
+    for b, (hh, ww) in enumerate(sizes):
+        for c, length in [(0, ww), (1, hh)]:
+            norm[b, c] = (px[b, c] - 1 - (length - 1) / 2) * 2 / (length - 1)
+    put("pixel_points", px)
+    put("pixel_points_normalized", norm)
+
     image = wave([2, 3, 4, 5], 0.5)
     warp_grid = 1.2 * wave([2, 3, 4, 2], 2.0)
     put("warp_image", image)

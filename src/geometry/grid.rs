@@ -35,7 +35,11 @@ pub fn identity_points(size: [usize; 2], device: &Device, dtype: DType) -> Tenso
 /// # Shapes
 /// - output: `[batch, h, w, 2]`
 pub fn identity_grid(batch: usize, size: [usize; 2], device: &Device, dtype: DType) -> Tensor<4> {
-    points_to_grid(identity_points(size, device, dtype), size).repeat_dim(0, batch)
+    let [h, w] = size;
+    identity_points(size, device, dtype)
+        .swap_dims(1, 2)
+        .reshape([1, h, w, 2])
+        .repeat_dim(0, batch)
 }
 
 /// Lays a point set produced from [`identity_points`] out as a sampling grid.
@@ -43,9 +47,19 @@ pub fn identity_grid(batch: usize, size: [usize; 2], device: &Device, dtype: DTy
 /// # Shapes
 /// - `points`: `[batch, 2, h·w]`
 /// - output: `[batch, h, w, 2]`
-pub fn points_to_grid(points: Tensor<3>, size: [usize; 2]) -> Tensor<4> {
+pub fn points_to_grid(points: Tensor<3>, size: [usize; 2]) -> Result<Tensor<4>> {
     let [batch, _, _] = points.dims();
-    points.swap_dims(1, 2).reshape([batch, size[0], size[1], 2])
+    check_shape(
+        "points_to_grid",
+        "points",
+        &points.dims(),
+        &[
+            Dim::Any("batch"),
+            Dim::Is(2),
+            Dim::Same("h·w", size[0] * size[1]),
+        ],
+    )?;
+    Ok(points.swap_dims(1, 2).reshape([batch, size[0], size[1], 2]))
 }
 
 /// Flattens a sampling grid into a point set (the inverse of [`points_to_grid`]).

@@ -96,7 +96,7 @@ impl Tps {
     /// # Shapes
     /// - `points`: `[batch, 2, n]`
     /// - output: `[batch, n, 9]`
-    pub fn basis(&self, points: Tensor<3>) -> Tensor<3> {
+    pub(crate) fn basis(&self, points: Tensor<3>) -> Tensor<3> {
         let [batch, _, n] = points.dims();
         let (device, dtype) = (points.device(), points.dtype());
         let constant = |values: Vec<f64>, shape: [usize; 3]| {

@@ -93,7 +93,7 @@ pub fn sampling_grid(
     } else {
         mapped.mul_scalar(factors.padding_crop)
     };
-    Ok(points_to_grid(mapped, size))
+    points_to_grid(mapped, size)
 }
 
 /// Checks a point-set argument and repeats a shared (`batch = 1`) set over the batch.
