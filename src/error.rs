@@ -23,6 +23,31 @@ pub enum Error {
         /// The shape it should have, with named dimensions, e.g. `[batch, 2, n]`.
         expected: String,
     },
+    /// A weights file cannot be read or does not fit the model.
+    #[error("weights {path}: {reason}")]
+    Weights {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong: unreadable, a tensor with the wrong shape (named, with both shapes),
+        /// or tensors the model needs that the file lacks.
+        reason: String,
+    },
+    /// An image cannot be decoded.
+    #[error("image {path}: {reason}")]
+    Image {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// A file or directory operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// A scalar argument is outside its valid range.
     #[error("{op}: invalid `{arg}`: {reason}")]
     Argument {

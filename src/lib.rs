@@ -21,10 +21,15 @@
 //! correlation index `k = x·h + y`); deliberate deviations are options and say so where they are
 //! defined.
 
+pub mod backbone;
 pub mod correlation;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod geometry;
 pub mod loss;
+pub mod model;
+pub mod regression;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -74,6 +74,11 @@ pub const GRAD_RTOL: f64 = 1e-5;
 
 /// Checks the autodiff gradient of `sum(f(x))` w.r.t. `x` against central finite differences,
 /// in f64 on flex + autodiff.
+///
+/// Bilinear sampling is piecewise linear and the reference's composed grid has jumps (its 1e10
+/// out-of-range markers), so a coordinate where the forward and backward differences disagree
+/// is a kink or jump, not a smooth point: it is skipped. At most a quarter of the coordinates may
+/// be skipped, so a wrong gradient cannot hide behind this rule.
 pub fn gradcheck<const D: usize, const E: usize>(
     what: &str,
     x: &[f64],
@@ -86,16 +91,29 @@ pub fn gradcheck<const D: usize, const E: usize>(
     let grads = output.backward();
     let analytic = values(input.grad(&grads).expect("input should receive a gradient"));
     let eval = |x: &[f64]| -> f64 { values(f(tensor(x, shape, opts.clone())).sum())[0] };
-    let numeric: Vec<f64> = (0..x.len())
-        .map(|i| {
-            let mut xp = x.to_vec();
-            let mut xm = x.to_vec();
-            xp[i] += FD_STEP;
-            xm[i] -= FD_STEP;
-            (eval(&xp) - eval(&xm)) / (2.0 * FD_STEP)
-        })
-        .collect();
-    assert_close(what, &analytic, &numeric, GRAD_ATOL, GRAD_RTOL);
+    let f0 = eval(x);
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for i in 0..x.len() {
+        let mut xp = x.to_vec();
+        let mut xm = x.to_vec();
+        xp[i] += FD_STEP;
+        xm[i] -= FD_STEP;
+        let (fp, fm) = (eval(&xp), eval(&xm));
+        let (forward, backward) = ((fp - f0) / FD_STEP, (f0 - fm) / FD_STEP);
+        // One-sided differences carry O(h) truncation error: compare them loosely.
+        let smooth = (forward - backward).abs() <= 1e-3 * (1.0 + forward.abs().max(backward.abs()));
+        if smooth {
+            got.push(analytic[i]);
+            want.push((fp - fm) / (2.0 * FD_STEP));
+        }
+    }
+    assert!(
+        4 * got.len() >= 3 * x.len(),
+        "{what}: {} of {} coordinates are at kinks; the check would be vacuous",
+        x.len() - got.len(),
+        x.len()
+    );
+    assert_close(what, &got, &want, GRAD_ATOL, GRAD_RTOL);
 }
 
 /// Deterministic pseudo-random values `sin(0.7071·i + seed)·cos(0.1234·i)`, `i` the flat index:

@@ -1,0 +1,110 @@
+//! Image loading and the reference's preprocessing.
+//!
+//! Decode (JPEG/PNG; grayscale and RGBA become RGB), resize to the network size by bilinear
+//! sampling through an identity grid (align_corners = true, **no antialiasing**, aspect ratio not
+//! kept) on the raw 0–255 values, then normalize per channel for the backbone.
+//!
+//! ## Reference
+//! weakalign: `data/pf_dataset.py` `get_image`, `image/normalization.py` (weakalign-reference §1).
+
+use std::path::Path;
+
+use burn::tensor::{DType, Device, Tensor, TensorData};
+
+use crate::backbone::Normalization;
+use crate::error::{Error, Result};
+use crate::geometry::{identity_grid, sample};
+
+/// A decoded RGB image, `height × width × 3` bytes, row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RgbImage {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// Interleaved RGB bytes.
+    pub pixels: Vec<u8>,
+}
+
+/// Decodes an image file; grayscale, gray+alpha and RGBA become RGB.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let reader = image::ImageReader::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let decoded = reader
+        .with_guessed_format()
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .decode()
+        .map_err(|e| Error::Image {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let rgb = decoded.to_rgb8();
+    Ok(RgbImage {
+        height: rgb.height() as usize,
+        width: rgb.width() as usize,
+        pixels: rgb.into_raw(),
+    })
+}
+
+impl RgbImage {
+    /// The raw image as a tensor of 0–255 values.
+    ///
+    /// # Shapes
+    /// - output: `[1, 3, height, width]`
+    pub fn to_tensor(&self, device: &Device, dtype: DType) -> Tensor<4> {
+        let (h, w) = (self.height, self.width);
+        let mut planar = vec![0.0f32; 3 * h * w];
+        for (i, px) in self.pixels.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                planar[c * h * w + i] = px[c] as f32;
+            }
+        }
+        Tensor::from_data(TensorData::new(planar, [1, 3, h, w]), (device, dtype))
+    }
+}
+
+/// Resizes raw images by bilinear sampling on an identity grid (align_corners = true, no
+/// antialiasing), as the reference does before normalizing.
+///
+/// # Shapes
+/// - `images`: `[batch, channels, h, w]`
+/// - output: `[batch, channels, size[0], size[1]]`
+pub fn resize(images: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    let [batch, _, _, _] = images.dims();
+    let grid = identity_grid(batch, size, &images.device(), images.dtype());
+    sample(images, grid).expect("an identity grid has the images' batch size")
+}
+
+/// `(x/255 − mean) / std` per channel.
+///
+/// # Shapes
+/// - `images`: `[batch, 3, h, w]`, values 0–255
+/// - output: `[batch, 3, h, w]`
+pub fn normalize(images: Tensor<4>, norm: Normalization) -> Tensor<4> {
+    let (device, dtype) = (images.device(), images.dtype());
+    let column = |v: [f64; 3]| {
+        Tensor::<4>::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), (&device, dtype))
+    };
+    let mean = column(norm.mean);
+    let std = column(norm.std);
+    (images.div_scalar(255.0) - mean) / std
+}
+
+/// Loads an image and prepares it for a backbone: resize to `size × size`, normalize.
+///
+/// # Shapes
+/// - output: `[1, 3, size, size]`
+pub fn load_network_input(
+    path: &Path,
+    size: usize,
+    norm: Normalization,
+    device: &Device,
+) -> Result<Tensor<4>> {
+    let raw = load_rgb(path)?.to_tensor(device, DType::F32);
+    Ok(normalize(resize(raw, [size, size]), norm))
+}

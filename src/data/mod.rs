@@ -1,0 +1,3 @@
+//! Data: images and their preprocessing.
+
+pub mod image;

