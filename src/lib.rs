@@ -22,6 +22,7 @@
 //! defined.
 
 pub mod backbone;
+pub mod cli;
 pub mod correlation;
 pub mod data;
 pub mod device;

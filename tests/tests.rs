@@ -20,3 +20,6 @@ mod golden;
 
 // Bad input gives errors that name the shapes, never panics.
 mod bad_input;
+
+// Backbones, heads and models against PyTorch; weight import and records.
+mod models;

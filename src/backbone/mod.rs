@@ -130,6 +130,7 @@ pub enum BatchNormMode {
 /// A feature-extraction backbone.
 #[derive(Module, Debug)]
 #[allow(missing_docs)]
+#[allow(clippy::large_enum_variant)] // one backbone per model; boxing would only add indirection
 pub enum Backbone {
     Vgg16(Vgg16),
     ResNet101(ResNet101),
