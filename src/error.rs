@@ -32,6 +32,16 @@ pub enum Error {
         /// or tensors the model needs that the file lacks.
         reason: String,
     },
+    /// A data file (CSV, annotation, flow) is malformed.
+    #[error("{}{}: {msg}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Data {
+        /// The file.
+        file: std::path::PathBuf,
+        /// 1-based line, where the file has lines.
+        line: Option<usize>,
+        /// What is wrong.
+        msg: String,
+    },
     /// An image cannot be decoded.
     #[error("image {path}: {reason}")]
     Image {
@@ -58,6 +68,29 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl Error {
+    /// A [`Error::Data`] at `file:line`.
+    pub fn data(
+        file: impl Into<std::path::PathBuf>,
+        line: Option<usize>,
+        msg: impl Into<String>,
+    ) -> Self {
+        Error::Data {
+            file: file.into(),
+            line,
+            msg: msg.into(),
+        }
+    }
+
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 /// One expected dimension: a fixed size, or any size bound to a name (`batch`, `n`, ...).

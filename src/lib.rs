@@ -27,6 +27,8 @@ pub mod correlation;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
+pub mod fsutil;
 pub mod geometry;
 pub mod loss;
 pub mod model;

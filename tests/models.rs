@@ -436,3 +436,73 @@ fn efficientnet_lite0_recognizes_caltech_photos() {
     assert!(total >= 20);
     assert!(top5 * 10 >= total * 8, "top-5 {top5}/{total} < 80 %");
 }
+
+#[test]
+fn missing_imagenet_weights_say_how_to_get_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = f32_device().0;
+    for kind in [
+        BackboneKind::Vgg16,
+        BackboneKind::ResNet101,
+        BackboneKind::EfficientNetLite0,
+    ] {
+        let mut backbone = kind.init(&device);
+        let e = weights::load_imagenet(&mut backbone, dir.path())
+            .unwrap_err()
+            .to_string();
+        let fix = if kind == BackboneKind::EfficientNetLite0 {
+            "make weights"
+        } else {
+            "tools/convert_checkpoint.py"
+        };
+        assert!(
+            e.contains(weights::pretrained_file(kind)) && e.contains(fix),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn trainable_blocks_and_frozen_batch_norm() {
+    use weakalign::backbone::{BatchNormMode, Trainable};
+    let device = weakalign::device::training();
+    let backbone = BackboneKind::ResNet101
+        .init(&device)
+        .configure(BatchNormMode::Frozen, Trainable::LastBlocks(2));
+    let Backbone::ResNet101(net) = &backbone else {
+        unreachable!()
+    };
+    assert!(!net.conv1.weight.is_require_grad());
+    assert!(!net.layer3[20].conv2.weight.is_require_grad());
+    assert!(net.layer3[21].conv2.weight.is_require_grad());
+    assert!(net.layer3[22].bn3.gamma.is_require_grad());
+    let before = values(net.layer3[22].bn3.running_mean.value());
+    let x = tensor(
+        &wave(2 * 3 * 32 * 32, 0.1),
+        [2, 3, 32, 32],
+        (device.clone(), burn::tensor::DType::F32),
+    );
+    let features = backbone.forward(x);
+    let grads = features.sum().backward();
+    assert!(net.layer3[22].conv3.weight.grad(&grads).is_some());
+    assert!(net.layer3[0].conv3.weight.grad(&grads).is_none());
+    // Frozen BatchNorm: running statistics are used and not updated by a training forward.
+    assert_eq!(values(net.layer3[22].bn3.running_mean.value()), before);
+    let all = BackboneKind::Vgg16
+        .init(&device)
+        .configure(BatchNormMode::Frozen, Trainable::All);
+    let Backbone::Vgg16(vgg) = &all else {
+        unreachable!()
+    };
+    assert!(
+        vgg.conv1_1.weight.is_require_grad()
+            && vgg.conv4_3.bias.as_ref().unwrap().is_require_grad()
+    );
+    let frozen = BackboneKind::Vgg16
+        .init(&device)
+        .configure(BatchNormMode::Frozen, Trainable::Frozen);
+    let Backbone::Vgg16(vgg) = &frozen else {
+        unreachable!()
+    };
+    assert!(!vgg.conv4_3.weight.is_require_grad());
+}

@@ -23,3 +23,6 @@ mod bad_input;
 
 // Backbones, heads and models against PyTorch; weight import and records.
 mod models;
+
+// Data: readers, synthetic pairs, the embedded dataset, the loader.
+mod data;

@@ -1,3 +1,13 @@
-//! Data: images and their preprocessing.
+//! Data: images and their preprocessing, synthetic and weak training pairs, benchmark readers,
+//! the embedded default dataset, and background batch loading.
 
+pub mod caltech;
+pub mod csv;
+pub mod embedded;
 pub mod image;
+pub mod loader;
+pub mod pf;
+pub mod rng;
+pub mod synth;
+pub mod tss;
+pub mod weak;
