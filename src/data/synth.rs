@@ -235,3 +235,37 @@ mod tests {
         assert_eq!(symmetric_indices(4, 2), vec![1, 0, 0, 1, 2, 3, 3, 2]);
     }
 }
+
+/// The images of a folder (recursively; `.jpg`, `.jpeg`, `.png`), sorted by path.
+pub fn image_paths_in(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| crate::Error::io(&d, e))? {
+            let path = entry.map_err(|e| crate::Error::io(&d, e))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| {
+                let x = x.to_ascii_lowercase();
+                x == "jpg" || x == "jpeg" || x == "png"
+            }) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The images of a single-column list (`image` header, paths relative to `root`), as the
+/// reference's `pascal-random/{train,test}.csv`.
+pub fn image_paths_from_csv(
+    csv: &std::path::Path,
+    root: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>> {
+    let (header, rows) = super::csv::read(csv, true)?;
+    super::csv::expect_header(csv, &header, &["image"])?;
+    rows.iter()
+        .map(|r| Ok(root.join(r.get(csv, 0, "image")?)))
+        .collect()
+}
