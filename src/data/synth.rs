@@ -226,16 +226,6 @@ impl super::loader::PairSource for SynthPairs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn symmetric_padding_repeats_the_edge() {
-        assert_eq!(symmetric_indices(4, 2), vec![1, 0, 0, 1, 2, 3, 3, 2]);
-    }
-}
-
 /// The images of a folder (recursively; `.jpg`, `.jpeg`, `.png`), sorted by path.
 pub fn image_paths_in(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
     let mut out = Vec::new();
@@ -268,4 +258,14 @@ pub fn image_paths_from_csv(
     rows.iter()
         .map(|r| Ok(root.join(r.get(csv, 0, "image")?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symmetric_padding_repeats_the_edge() {
+        assert_eq!(symmetric_indices(4, 2), vec![1, 0, 0, 1, 2, 3, 3, 2]);
+    }
 }
