@@ -32,6 +32,18 @@ pub enum Error {
         /// or tensors the model needs that the file lacks.
         reason: String,
     },
+    /// An experiment file or `--set` override is invalid.
+    #[error("{}{}{}: {msg}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), key.as_ref().map(|k| format!(" (key `{k}`)")).unwrap_or_default())]
+    Config {
+        /// The experiment file.
+        file: std::path::PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// The offending key, when known.
+        key: Option<String>,
+        /// What is wrong.
+        msg: String,
+    },
     /// A data file (CSV, annotation, flow) is malformed.
     #[error("{}{}: {msg}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Data {

@@ -176,6 +176,58 @@ pub struct TwoStage {
 }
 
 impl TwoStage {
+    /// Stage 1 alone (the affine CNNGeometric inside the two-stage model): what the strong
+    /// affine stage trains.
+    ///
+    /// # Shapes
+    /// - `source`, `target`: `[batch, 3, S, S]`
+    /// - output: θ_aff `[batch, 6]`, correlation `[batch, h·w, h, w]`
+    pub fn forward_affine(
+        &self,
+        source: Tensor<4>,
+        target: Tensor<4>,
+    ) -> Result<SingleStageOutput<AffineTheta>> {
+        check_pair(
+            "TwoStage::forward_affine",
+            &source,
+            &target,
+            self.image_size,
+        )?;
+        let (l2, norm) = (self.normalize_features, self.normalize_matches);
+        let corr = correlate(
+            self.backbone.forward(source),
+            self.backbone.forward(target),
+            l2,
+            norm,
+        )?;
+        let theta = self.regression_aff.forward(corr.clone())?;
+        Ok(SingleStageOutput { theta, corr })
+    }
+
+    /// The TPS head on the unwarped pair (a TPS CNNGeometric sharing the backbone): what the
+    /// strong TPS stage trains, as the reference trains its TPS model separately and loads it as
+    /// `FeatureRegression2`.
+    ///
+    /// # Shapes
+    /// - `source`, `target`: `[batch, 3, S, S]`
+    /// - output: θ_tps `[batch, 18]`, correlation `[batch, h·w, h, w]`
+    pub fn forward_tps(
+        &self,
+        source: Tensor<4>,
+        target: Tensor<4>,
+    ) -> Result<SingleStageOutput<TpsTheta>> {
+        check_pair("TwoStage::forward_tps", &source, &target, self.image_size)?;
+        let (l2, norm) = (self.normalize_features, self.normalize_matches);
+        let corr = correlate(
+            self.backbone.forward(source),
+            self.backbone.forward(target),
+            l2,
+            norm,
+        )?;
+        let theta = self.regression_tps.forward(corr.clone())?;
+        Ok(SingleStageOutput { theta, corr })
+    }
+
     /// # Shapes
     /// - `source`, `target`: `[batch, 3, S, S]`, normalized for the backbone (S = image size)
     /// - output: see [`TwoStageOutput`]

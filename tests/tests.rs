@@ -26,3 +26,6 @@ mod models;
 
 // Data: readers, synthetic pairs, the embedded dataset, the loader.
 mod data;
+
+// Experiments: configs, runner, resume, TensorBoard, checkpoints.
+mod experiments;

@@ -20,6 +20,40 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run an experiment file (every combination of its `[sweep]` axes is one run).
+    Exp {
+        /// The experiment, e.g. `experiments/affine_tps_soft.toml`.
+        file: PathBuf,
+        /// Override a key: `--set weak.lr=1e-4` (TOML values; bare words are strings).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Continue from the newest valid checkpoint (or of the run directory given).
+        #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
+        resume: Option<Option<PathBuf>>,
+        /// Accept a changed configuration on resume (the diff is recorded in the run).
+        #[arg(long)]
+        allow_config_change: bool,
+        /// Print the resolved configuration and its hash, run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Root for `runs/`, `checkpoints/` (default: the current directory).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+    /// List runs with their status (a RUNNING run whose process died shows as CRASHED).
+    Runs {
+        /// Runs folder.
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+    },
+    /// Compare runs: test PCK mean ± std over seeds per configuration cell.
+    Compare {
+        /// Run folders or experiment folders (default: all of `runs/`).
+        paths: Vec<PathBuf>,
+        /// CSV instead of Markdown.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Convert pretrained weights into our record format (used by `make weights`).
     Import {
         /// Which weights.
@@ -129,7 +163,184 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Data { what } => data(what),
+        Command::Exp {
+            file,
+            set,
+            resume,
+            allow_config_change,
+            dry_run,
+            root,
+        } => exp(&file, &set, resume, allow_config_change, dry_run, &root),
+        Command::Runs { runs } => {
+            let found = crate::experiment::compare::find_runs(&runs);
+            if found.is_empty() {
+                println!("no runs under {}", runs.display());
+            }
+            for r in found {
+                let pck = r
+                    .summary
+                    .as_ref()
+                    .and_then(|s| s["test_pck"].as_f64())
+                    .map_or(String::new(), |v| format!("  test PCK {v:.4}"));
+                println!(
+                    "{:<12} step {:>6}  {}{pck}",
+                    r.status,
+                    r.step,
+                    r.dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Compare { paths, csv } => {
+            let roots = if paths.is_empty() {
+                vec![PathBuf::from("runs")]
+            } else {
+                paths
+            };
+            let mut runs = Vec::new();
+            for p in &roots {
+                if p.join("status.json").is_file() {
+                    runs.extend(
+                        crate::experiment::compare::find_runs(
+                            p.parent().and_then(|e| e.parent()).unwrap_or(p),
+                        )
+                        .into_iter()
+                        .filter(|r| r.dir == *p),
+                    );
+                } else if p.is_dir()
+                    && std::fs::read_dir(p)?
+                        .flatten()
+                        .any(|e| e.path().join("status.json").is_file())
+                {
+                    let parent = p.parent().unwrap_or(p);
+                    runs.extend(
+                        crate::experiment::compare::find_runs(parent)
+                            .into_iter()
+                            .filter(|r| r.dir.starts_with(p)),
+                    );
+                } else {
+                    runs.extend(crate::experiment::compare::find_runs(p));
+                }
+            }
+            if runs.is_empty() {
+                bail!("no runs found under {:?}", roots);
+            }
+            print!(
+                "{}",
+                crate::experiment::compare::table(&crate::experiment::compare::cells(&runs), csv)
+            );
+            Ok(())
+        }
     }
+}
+
+fn exp(
+    file: &std::path::Path,
+    set: &[String],
+    resume: Option<Option<PathBuf>>,
+    allow_config_change: bool,
+    dry_run: bool,
+    root: &std::path::Path,
+) -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::experiment::config::{Roots, expand_sweep};
+    use crate::experiment::runner::{RunOptions, run};
+
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let cells = expand_sweep(file, &text, set)?;
+    for (e, _) in &cells {
+        crate::experiment::resolve::resolve(e, file)?;
+    }
+    if dry_run {
+        for (e, axes) in &cells {
+            println!(
+                "# {} — hash {} (cell {}){}",
+                e.name,
+                e.hash(),
+                e.cell_hash(),
+                if axes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", axes.join(", "))
+                }
+            );
+            println!("{}", e.to_toml());
+        }
+        return Ok(());
+    }
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupt.clone();
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130); // second Ctrl-C: leave now
+            }
+            eprintln!("\ninterrupt: writing a checkpoint, then stopping (Ctrl-C again to abort)");
+        });
+    }
+    let roots = Roots {
+        runs: root.join("runs"),
+        checkpoints: root.join("checkpoints"),
+        datasets: root.join("datasets"),
+        pretrained: root.join(crate::weights::PRETRAINED_DIR),
+    };
+    let resume_dir = resume.clone().flatten();
+    let mut failed = 0;
+    for (i, (e, axes)) in cells.iter().enumerate() {
+        if cells.len() > 1 {
+            eprintln!(
+                "== cell {}/{}: {} ({})",
+                i + 1,
+                cells.len(),
+                e.hash(),
+                axes.join(", ")
+            );
+        }
+        let opts = RunOptions {
+            resume: resume.is_some(),
+            resume_dir: resume_dir.clone(),
+            allow_config_change,
+            roots: roots.clone(),
+            interrupt: Some(interrupt.clone()),
+        };
+        match run(file, e, &opts) {
+            Ok(o) => {
+                if let Some((pck, identity)) = o.test {
+                    println!(
+                        "{}: {:?} at step {} — test PCK@{} {pck:.4} (identity {identity:.4}) — {}",
+                        e.name,
+                        o.status,
+                        o.step,
+                        e.eval.alpha,
+                        o.dir.display()
+                    );
+                } else {
+                    println!(
+                        "{}: {:?} at step {} — {}",
+                        e.name,
+                        o.status,
+                        o.step,
+                        o.dir.display()
+                    );
+                }
+                if o.status == crate::experiment::run_dir::Status::Interrupted {
+                    std::process::exit(130);
+                }
+            }
+            Err(err) if cells.len() > 1 => {
+                eprintln!("error: cell {}: {err}", e.hash());
+                failed += 1;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} sweep cells failed", cells.len());
+    }
+    Ok(())
 }
 
 fn data(what: Data) -> Result<()> {

@@ -1,3 +1,4 @@
-//! Evaluation metrics.
+//! Evaluation: PCK on keypoint benchmarks.
 
+pub mod keypoints;
 pub mod pck;

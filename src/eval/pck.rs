@@ -89,3 +89,64 @@ mod tests {
         assert_eq!(same, vec![(1.0, 1.0), (200.0, 100.0)]);
     }
 }
+
+/// A predicted transform for one pair, as plain parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prediction {
+    /// No warp.
+    Identity,
+    /// An affine θ (6 values).
+    Affine(Vec<f64>),
+    /// A TPS θ (18 values).
+    Tps(Vec<f64>),
+    /// affine ∘ TPS: `(θ_aff, θ_tps)`.
+    AffineTps(Vec<f64>, Vec<f64>),
+}
+
+/// Maps target keypoints (1-based pixels of a `target_size` image) into the source image
+/// (`source_size`) through a prediction: normalize, `T_aff(T_tps(p))`, unnormalize
+/// (weakalign `pck_metric`). `tps` is the spline used for TPS parameters (reference eval: λ = 0).
+pub fn transfer(
+    prediction: &Prediction,
+    target_points: &[(f64, f64)],
+    target_size: (usize, usize),
+    source_size: (usize, usize),
+    tps: &crate::geometry::Tps,
+) -> crate::Result<Vec<(f64, f64)>> {
+    use burn::tensor::{DType, Tensor, TensorData};
+
+    use crate::geometry::points::{to_normalized, to_pixels};
+    use crate::geometry::{AffineTheta, Composed, Theta, TpsTheta, Transform};
+
+    if matches!(prediction, Prediction::Identity) || target_points.is_empty() {
+        return Ok(identity_transfer(target_points, target_size, source_size));
+    }
+    let device = crate::device::inference();
+    let n = target_points.len();
+    let mut flat: Vec<f64> = target_points.iter().map(|p| p.0).collect();
+    flat.extend(target_points.iter().map(|p| p.1));
+    let points = Tensor::<3>::from_data(TensorData::new(flat, [1, 2, n]), (&device, DType::F64));
+    let normalized = to_normalized(points, &[target_size])?;
+    let (d, t) = (&device, DType::F64);
+    let mapped = match prediction {
+        Prediction::Identity => unreachable!("handled above"),
+        Prediction::Affine(a) => AffineTheta::from_values(a, d, t)?.map_points(normalized)?,
+        Prediction::Tps(q) => tps
+            .warp(&TpsTheta::from_values(q, d, t)?)
+            .map_points(normalized)?,
+        Prediction::AffineTps(a, q) => {
+            let (a, q) = (
+                AffineTheta::from_values(a, d, t)?,
+                TpsTheta::from_values(q, d, t)?,
+            );
+            Composed {
+                affine: &a,
+                tps: tps.warp(&q),
+            }
+            .map_points(normalized)?
+        }
+    };
+    let pixels = to_pixels(mapped, &[source_size])?;
+    let v = pixels.into_data().try_to_vec::<f64>().expect("f64 points");
+    Ok((0..n).map(|i| (v[i], v[n + i])).collect())
+}

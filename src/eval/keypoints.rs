@@ -1,0 +1,162 @@
+//! Keypoint benchmarks in memory, and PCK of a model on them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{DType, Tensor};
+
+use super::pck::{Prediction, bounding_box_size, mean_over_pairs, pck, transfer};
+use crate::backbone::Normalization;
+use crate::data::embedded::{EmbeddedDataset, Split, keypoint_pairs};
+use crate::data::image::{RgbImage, load_rgb, normalize, resize};
+use crate::data::pf::{KeypointPair, willow_pairs_from_mat};
+use crate::error::Result;
+use crate::geometry::{Theta, Tps};
+use crate::model::TwoStage;
+
+/// Which predictions of a two-stage model to score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scored {
+    /// θ_aff alone.
+    Affine,
+    /// The TPS head on the unwarped pair.
+    Tps,
+    /// affine ∘ TPS (the two-stage output).
+    AffineTps,
+}
+
+/// Pairs with keypoints and their decoded images.
+#[derive(Clone, Debug)]
+pub struct KeypointSet {
+    /// Decoded images by relative path.
+    pub images: HashMap<PathBuf, RgbImage>,
+    /// The pairs.
+    pub pairs: Vec<KeypointPair>,
+}
+
+impl KeypointSet {
+    /// A split of the embedded dataset.
+    pub fn embedded(dataset: &EmbeddedDataset, split: Split) -> Self {
+        let pairs = keypoint_pairs(dataset, split);
+        let images = dataset
+            .instances
+            .iter()
+            .map(|i| (crate::data::embedded::image_path(i), i.image.clone()))
+            .collect();
+        Self { images, pairs }
+    }
+
+    /// PF-WILLOW's 900 pairs from `root` (images decoded once).
+    pub fn pf_willow(root: &Path) -> Result<Self> {
+        let pairs = willow_pairs_from_mat(root)?;
+        let mut images = HashMap::new();
+        for p in &pairs {
+            for path in [&p.source, &p.target] {
+                if !images.contains_key(path) {
+                    images.insert(path.clone(), load_rgb(&root.join(path))?);
+                }
+            }
+        }
+        Ok(Self { images, pairs })
+    }
+
+    /// The first `n` pairs (all for 0), spread evenly over the set.
+    pub fn subset(&self, n: usize) -> Self {
+        if n == 0 || n >= self.pairs.len() {
+            return self.clone();
+        }
+        let step = self.pairs.len() as f64 / n as f64;
+        let pairs = (0..n)
+            .map(|i| self.pairs[(i as f64 * step) as usize].clone())
+            .collect();
+        Self {
+            images: self.images.clone(),
+            pairs,
+        }
+    }
+
+    fn size(&self, path: &Path) -> (usize, usize) {
+        let i = &self.images[path];
+        (i.height, i.width)
+    }
+}
+
+/// Result of an evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PckResult {
+    /// Mean over pairs of the model's PCK.
+    pub model: f64,
+    /// Mean over pairs of the identity transform's PCK.
+    pub identity: f64,
+    /// Pairs scored.
+    pub pairs: usize,
+}
+
+/// PCK@α of `model` (an inference copy) on `set`, in batches of `batch`.
+pub fn evaluate(
+    model: &TwoStage,
+    set: &KeypointSet,
+    scored: Scored,
+    norm: Normalization,
+    alpha: f64,
+    tps: &Tps,
+    batch: usize,
+) -> Result<PckResult> {
+    let device = crate::device::inference();
+    let size = model.image_size;
+    let input = |path: &Path| {
+        normalize(
+            resize(
+                set.images[path].to_tensor(&device, DType::F32),
+                [size, size],
+            ),
+            norm,
+        )
+    };
+    let mut per_pair = Vec::new();
+    let mut identity = Vec::new();
+    for chunk in set.pairs.chunks(batch.max(1)) {
+        let source = Tensor::cat(chunk.iter().map(|p| input(&p.source)).collect(), 0);
+        let target = Tensor::cat(chunk.iter().map(|p| input(&p.target)).collect(), 0);
+        let rows = |t: Tensor<2>| -> Vec<Vec<f64>> {
+            let [b, n] = t.dims();
+            let v = t
+                .into_data()
+                .convert::<f64>()
+                .try_into_vec::<f64>()
+                .expect("f64 values");
+            (0..b).map(|i| v[i * n..(i + 1) * n].to_vec()).collect()
+        };
+        let predictions: Vec<Prediction> = match scored {
+            Scored::Affine => rows(model.forward_affine(source, target)?.theta.into_tensor())
+                .into_iter()
+                .map(Prediction::Affine)
+                .collect(),
+            Scored::Tps => rows(model.forward_tps(source, target)?.theta.into_tensor())
+                .into_iter()
+                .map(Prediction::Tps)
+                .collect(),
+            Scored::AffineTps => {
+                let out = model.forward(source, target)?;
+                rows(out.theta_aff.into_tensor())
+                    .into_iter()
+                    .zip(rows(out.theta_tps.into_tensor()))
+                    .map(|(a, q)| Prediction::AffineTps(a, q))
+                    .collect()
+            }
+        };
+        for (p, pred) in chunk.iter().zip(&predictions) {
+            let (ss, ts) = (set.size(&p.source), set.size(&p.target));
+            let reference = bounding_box_size(&p.source_points);
+            let moved = transfer(pred, &p.target_points, ts, ss, tps)?;
+            per_pair.push(pck(&moved, &p.source_points, alpha, reference));
+            let still = transfer(&Prediction::Identity, &p.target_points, ts, ss, tps)?;
+            identity.push(pck(&still, &p.source_points, alpha, reference));
+        }
+    }
+    Ok(PckResult {
+        model: mean_over_pairs(per_pair).unwrap_or(0.0),
+        identity: mean_over_pairs(identity).unwrap_or(0.0),
+        pairs: set.pairs.len(),
+    })
+}

@@ -1,0 +1,189 @@
+//! Crash-safe checkpoints: `checkpoints/<run>/step-<NNNNNNNN>/` holding the model record, the
+//! optimizer state and `state.json`, with `manifest.json` (SHA-256 of every file) written last.
+//!
+//! A checkpoint is written into a temporary directory (every file fsynced), renamed into place,
+//! and only then gets its manifest; one without a manifest, or whose files do not match it, is
+//! invalid and skipped on resume with a message. Old checkpoints are deleted only after the new
+//! one is complete (last `keep_last` plus the best `keep_best` by validation PCK).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+
+/// Everything besides tensors that a resume needs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Global steps completed.
+    pub step: u64,
+    /// Best validation PCK so far and its step.
+    pub best_pck: Option<f64>,
+    /// Step of `best_pck`.
+    pub best_step: Option<u64>,
+    /// Validation PCK at this checkpoint, if evaluated.
+    pub pck: Option<f64>,
+    /// Canonical hash of the resolved configuration.
+    pub config_hash: String,
+    /// Lines of `metrics.jsonl` at this step (resume truncates the file to them).
+    pub metrics_lines: u64,
+    /// Seed (all data randomness is a pure function of seed, epoch and index).
+    pub seed: u64,
+}
+
+/// The files of one checkpoint.
+pub const MODEL: &str = "model.bpk";
+/// Optimizer state (burn's record bytes).
+pub const OPTIMIZER: &str = "optimizer.bin";
+/// [`TrainState`] as JSON.
+pub const STATE: &str = "state.json";
+/// Checksums, written last.
+pub const MANIFEST: &str = "manifest.json";
+
+fn sha256(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Directory name of the checkpoint after `step` steps.
+pub fn step_dir(root: &Path, step: u64) -> PathBuf {
+    root.join(format!("step-{step:08}"))
+}
+
+/// Writes a checkpoint: `write_files` fills a fresh temporary directory with [`MODEL`] and
+/// [`OPTIMIZER`]; then the state, the rename and the manifest follow.
+pub fn save(
+    root: &Path,
+    state: &TrainState,
+    write_files: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let final_dir = step_dir(root, state.step);
+    let tmp = root.join(format!(
+        ".tmp-step-{:08}-{}",
+        state.step,
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    write_files(&tmp)?;
+    write_atomic(
+        &tmp.join(STATE),
+        serde_json::to_string_pretty(state)
+            .expect("state serializes")
+            .as_bytes(),
+    )?;
+    for f in [MODEL, OPTIMIZER] {
+        let p = tmp.join(f);
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&p, e))?;
+    }
+    if final_dir.exists() {
+        // A checkpoint of this step from an interrupted earlier attempt: replace it.
+        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    let mut manifest = serde_json::Map::new();
+    for f in [MODEL, OPTIMIZER, STATE] {
+        manifest.insert(
+            f.into(),
+            serde_json::Value::String(sha256(&final_dir.join(f))?),
+        );
+    }
+    write_atomic(
+        &final_dir.join(MANIFEST),
+        serde_json::to_string_pretty(&manifest).unwrap().as_bytes(),
+    )?;
+    if let Ok(d) = std::fs::File::open(root) {
+        let _ = d.sync_all();
+    }
+    Ok(final_dir)
+}
+
+/// Checks a checkpoint directory against its manifest; `Err` says why it is invalid.
+pub fn verify(dir: &Path) -> std::result::Result<TrainState, String> {
+    let text = std::fs::read_to_string(dir.join(MANIFEST))
+        .map_err(|_| "no manifest (incomplete write)".to_string())?;
+    let manifest: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| format!("corrupt manifest: {e}"))?;
+    for f in [MODEL, OPTIMIZER, STATE] {
+        let want = manifest
+            .get(f)
+            .and_then(|v| v.as_str())
+            .ok_or(format!("manifest lacks {f}"))?;
+        let got = sha256(&dir.join(f)).map_err(|e| e.to_string())?;
+        if got != want {
+            return Err(format!(
+                "{f} does not match its checksum (truncated or corrupted)"
+            ));
+        }
+    }
+    let state = std::fs::read_to_string(dir.join(STATE)).map_err(|e| e.to_string())?;
+    serde_json::from_str(&state).map_err(|e| format!("corrupt state: {e}"))
+}
+
+/// All checkpoint directories, newest step first.
+pub fn list(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.reverse();
+    dirs
+}
+
+/// The newest valid checkpoint; invalid newer ones are reported through `warn`.
+pub fn latest_valid(root: &Path, mut warn: impl FnMut(String)) -> Option<(PathBuf, TrainState)> {
+    for dir in list(root) {
+        match verify(&dir) {
+            Ok(state) => return Some((dir, state)),
+            Err(why) => warn(format!(
+                "skipping checkpoint {}: {why}; falling back to an older one",
+                dir.display()
+            )),
+        }
+    }
+    None
+}
+
+/// Deletes checkpoints beyond the newest `keep_last` valid ones and the best `keep_best`
+/// (by PCK). Never deletes `keep` (the one just written).
+pub fn retain(root: &Path, keep_last: usize, keep_best: usize, keep: &Path) -> Result<()> {
+    let valid: Vec<(PathBuf, TrainState)> = list(root)
+        .into_iter()
+        .filter_map(|d| verify(&d).ok().map(|s| (d, s)))
+        .collect();
+    let mut kept: Vec<&PathBuf> = valid
+        .iter()
+        .take(keep_last.max(1))
+        .map(|(d, _)| d)
+        .collect();
+    let mut by_pck: Vec<&(PathBuf, TrainState)> =
+        valid.iter().filter(|(_, s)| s.pck.is_some()).collect();
+    by_pck.sort_by(|a, b| {
+        b.1.pck
+            .partial_cmp(&a.1.pck)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    kept.extend(by_pck.iter().take(keep_best).map(|(d, _)| d));
+    for (dir, _) in &valid {
+        if !kept.contains(&dir) && dir != keep {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+    }
+    Ok(())
+}

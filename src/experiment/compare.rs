@@ -1,0 +1,157 @@
+//! `weakalign compare`: summaries of runs grouped into cells (same configuration up to the seed),
+//! mean ± std over seeds, as Markdown and CSV; `weakalign runs`: every run with its status.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::run_dir::RunDir;
+
+/// One run found under `runs/`.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Experiment name.
+    pub experiment: String,
+    /// Status as displayed (CRASHED for dead RUNNING runs).
+    pub status: String,
+    /// Step of the last status update.
+    pub step: u64,
+    /// `summary.json`, when the run completed.
+    pub summary: Option<serde_json::Value>,
+}
+
+/// All runs under `root` (`root/<experiment>/<hash>/`), sorted.
+pub fn find_runs(root: &Path) -> Vec<RunInfo> {
+    let mut out = Vec::new();
+    let Ok(experiments) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in experiments.filter_map(|e| e.ok()) {
+        let Ok(runs) = std::fs::read_dir(e.path()) else {
+            continue;
+        };
+        for r in runs.filter_map(|r| r.ok()) {
+            let dir = r.path();
+            let Some(status) = RunDir::read_status(&dir) else {
+                continue;
+            };
+            let summary = std::fs::read_to_string(dir.join("summary.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            out.push(RunInfo {
+                experiment: e.file_name().to_string_lossy().to_string(),
+                status: status.display().to_string(),
+                step: status.step,
+                summary,
+                dir,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.dir.cmp(&b.dir));
+    out
+}
+
+/// A cell: runs sharing a configuration up to the seed.
+#[derive(Clone, Debug, Default)]
+pub struct Cell {
+    /// Experiment name(s).
+    pub name: String,
+    /// Completed runs' test PCK, by seed.
+    pub pck: Vec<(u64, f64)>,
+    /// Identity PCK on the same test set.
+    pub identity: Option<f64>,
+    /// Runs not completed, with status.
+    pub missing: Vec<String>,
+}
+
+/// Groups runs into cells by their `cell_hash` (from `config.resolved.toml` when not completed).
+pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
+    let mut cells: BTreeMap<String, Cell> = BTreeMap::new();
+    for r in runs {
+        let key = match &r.summary {
+            Some(s) => s["cell_hash"].as_str().unwrap_or("?").to_string(),
+            None => cell_hash_of(&r.dir).unwrap_or_else(|| "?".into()),
+        };
+        let cell = cells.entry(key).or_default();
+        cell.name = r.experiment.clone();
+        match &r.summary {
+            Some(s) if r.status == "COMPLETED" => {
+                cell.pck.push((
+                    s["seed"].as_u64().unwrap_or(0),
+                    s["test_pck"].as_f64().unwrap_or(f64::NAN),
+                ));
+                cell.identity = s["test_identity_pck"].as_f64();
+            }
+            _ => cell.missing.push(format!(
+                "{} ({})",
+                r.dir.file_name().unwrap_or_default().to_string_lossy(),
+                r.status
+            )),
+        }
+    }
+    cells
+}
+
+fn cell_hash_of(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("config.resolved.toml")).ok()?;
+    let exp: super::config::Experiment = toml::from_str(&text).ok()?;
+    Some(exp.cell_hash())
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// The comparison table as Markdown (and CSV when `csv`).
+pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
+    let mut out = String::new();
+    if csv {
+        out += "cell,experiment,seeds,test_pck_mean,test_pck_std,identity_pck,missing\n";
+    } else {
+        out += "| cell | experiment | seeds | test PCK (mean ± std) | identity PCK | missing / failed |\n|---|---|---|---|---|---|\n";
+    }
+    for (hash, c) in cells {
+        let values: Vec<f64> = c.pck.iter().map(|p| p.1).collect();
+        let seeds: Vec<String> = c.pck.iter().map(|p| p.0.to_string()).collect();
+        let (pck, std) = if values.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            mean_std(&values)
+        };
+        let identity = c.identity.map_or("–".into(), |v| format!("{v:.4}"));
+        let missing = if c.missing.is_empty() {
+            "–".to_string()
+        } else {
+            c.missing.join("; ")
+        };
+        if csv {
+            out += &format!(
+                "{hash},{},{},{pck:.4},{std:.4},{identity},{}\n",
+                c.name,
+                seeds.join(" "),
+                missing.replace(',', ";")
+            );
+        } else {
+            let p = if values.is_empty() {
+                "–".into()
+            } else {
+                format!("{pck:.4} ± {std:.4}")
+            };
+            out += &format!(
+                "| {hash} | {} | {} | {p} | {identity} | {missing} |\n",
+                c.name,
+                seeds.join(", ")
+            );
+        }
+    }
+    out
+}

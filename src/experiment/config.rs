@@ -1,0 +1,483 @@
+//! Experiment files: TOML parsed into our own serde structs (unknown keys rejected), `--set`
+//! overrides, and the canonical hash of the resolved configuration.
+//!
+//! A file says only what differs from the defaults below. Errors name the file, the line and the
+//! key (burn's `Config` derive cannot do this: it ignores defaults when loading and accepts
+//! unknown keys silently).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A whole experiment. Defaults: the CPU-sized WeakAlign run on the embedded dataset.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Experiment {
+    /// Name (defaults to the file stem).
+    pub name: String,
+    /// One line on what the experiment reproduces or ablates.
+    pub description: String,
+    /// Seed of initialization, data order and augmentation.
+    pub seed: u64,
+    /// Architecture.
+    pub model: ModelSection,
+    /// Datasets.
+    pub data: DataSection,
+    /// Strong (synthetic) pre-training of the regression heads.
+    pub strong: StrongSection,
+    /// Weakly-supervised fine-tuning with the inlier loss.
+    pub weak: WeakSection,
+    /// The inlier count.
+    pub loss: LossSection,
+    /// Validation and test evaluation.
+    pub eval: EvalSection,
+    /// Checkpointing.
+    pub checkpoint: CheckpointSection,
+    /// Logging.
+    pub log: LogSection,
+    /// Sweep axes: dotted keys → lists of values (each combination is one run).
+    pub sweep: toml::Table,
+}
+
+/// `[model]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// `vgg16`, `resnet101` or `efficientnet_lite0`.
+    pub backbone: String,
+    /// `affine`, `tps` or `affine_tps`.
+    pub transform: String,
+    /// Network input side.
+    pub image_size: usize,
+    /// Normalize the correlation (ReLU + L2).
+    pub normalize_matches: bool,
+    /// Load ImageNet weights from `checkpoints/pretrained/`.
+    pub pretrained: bool,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            backbone: "efficientnet_lite0".into(),
+            transform: "affine_tps".into(),
+            image_size: 240,
+            normalize_matches: true,
+            pretrained: true,
+        }
+    }
+}
+
+/// `[data]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// Training data: `embedded`, or `caltech-101` (images from `datasets/`).
+    pub train: String,
+    /// Validation pairs with keypoints: `embedded` or `pf-willow`.
+    pub validation: String,
+    /// Test pairs with keypoints: `embedded` or `pf-willow`.
+    pub test: String,
+    /// Background loader threads.
+    pub workers: usize,
+    /// Batches prepared ahead.
+    pub prefetch: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            train: "embedded".into(),
+            validation: "embedded".into(),
+            test: "embedded".into(),
+            workers: 2,
+            prefetch: 2,
+        }
+    }
+}
+
+/// `[strong]`: CNNGeometric pre-training on synthetic warps (grid loss), per head.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrongSection {
+    /// Steps per head (0 skips the stage).
+    pub steps: usize,
+    /// Pairs per batch.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Random affine translation range (reference 0.5).
+    pub random_t: f64,
+    /// Random affine scale range (reference 0.5).
+    pub random_s: f64,
+    /// Random rotation range as a fraction of π (reference 1/6).
+    pub random_alpha: f64,
+    /// TPS control-point jitter (reference 0.4).
+    pub tps_range: f64,
+}
+
+impl Default for StrongSection {
+    fn default() -> Self {
+        Self {
+            steps: 250,
+            batch_size: 8,
+            lr: 1e-3,
+            random_t: 0.5,
+            random_s: 0.5,
+            random_alpha: 1.0 / 6.0,
+            tps_range: 0.4,
+        }
+    }
+}
+
+/// `[weak]`: fine-tuning with the WeakAlign objective.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeakSection {
+    /// Steps (0 skips the stage).
+    pub steps: usize,
+    /// Pairs per batch.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Backbone parameters that train: `frozen`, `all`, or `last:N` blocks.
+    pub backbone_trainable: String,
+    /// BatchNorm: `frozen` (running statistics, reference) or `train`.
+    pub batch_norm: String,
+}
+
+impl Default for WeakSection {
+    fn default() -> Self {
+        Self {
+            steps: 60,
+            batch_size: 8,
+            lr: 1e-5,
+            backbone_trainable: "frozen".into(),
+            batch_norm: "frozen".into(),
+        }
+    }
+}
+
+/// `[loss]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossSection {
+    /// `soft` (paper) or `hard`.
+    pub inlier: String,
+    /// Hard-count tolerance in feature cells.
+    pub hard_radius: f64,
+    /// Mask dilation: `none`, `cross`, `square`.
+    pub dilation: String,
+    /// Normalize the inlier count by the mask sum.
+    pub normalize: bool,
+    /// TPS regularization λ of the mask warp (reference 0.2).
+    pub tps_lambda: f64,
+    /// Composed-mask border handling: `reference` or `analytic`.
+    pub compose_border: String,
+}
+
+impl Default for LossSection {
+    fn default() -> Self {
+        Self {
+            inlier: "soft".into(),
+            hard_radius: 1.0,
+            dilation: "none".into(),
+            normalize: true,
+            tps_lambda: 0.2,
+            compose_border: "reference".into(),
+        }
+    }
+}
+
+/// `[eval]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Validate every this many global steps (and at the end of each stage).
+    pub every: usize,
+    /// PCK threshold α.
+    pub alpha: f64,
+    /// Validation pairs used (0 = all).
+    pub max_validation_pairs: usize,
+    /// TPS λ for keypoint transfer (reference eval.py: 0).
+    pub tps_lambda: f64,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            every: 100,
+            alpha: 0.1,
+            max_validation_pairs: 96,
+            tps_lambda: 0.0,
+        }
+    }
+}
+
+/// `[checkpoint]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Write a checkpoint every this many steps (and at every stage end).
+    pub every: usize,
+    /// Most recent checkpoints kept.
+    pub keep_last: usize,
+    /// Best (validation PCK) checkpoints kept.
+    pub keep_best: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        Self {
+            every: 50,
+            keep_last: 2,
+            keep_best: 1,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Scalars every this many steps.
+    pub every: usize,
+    /// Warp images every this many steps (0 = never).
+    pub images_every: usize,
+    /// Progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            every: 5,
+            images_every: 100,
+            progress: true,
+        }
+    }
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            description: String::new(),
+            seed: 1,
+            model: ModelSection::default(),
+            data: DataSection::default(),
+            strong: StrongSection::default(),
+            weak: WeakSection::default(),
+            loss: LossSection::default(),
+            eval: EvalSection::default(),
+            checkpoint: CheckpointSection::default(),
+            log: LogSection::default(),
+            sweep: toml::Table::new(),
+        }
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The key a serde error names (`unknown field `x``, `missing field`, ...), if any.
+fn key_in(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_string())
+}
+
+fn config_error(
+    file: &Path,
+    line: Option<usize>,
+    key: Option<String>,
+    msg: impl Into<String>,
+) -> Error {
+    Error::Config {
+        file: file.to_path_buf(),
+        line,
+        key,
+        msg: msg.into(),
+    }
+}
+
+/// Parses an experiment file; `overrides` are `dotted.key=value` with TOML values (a bare word
+/// is a string). Unknown keys, wrong types and bad overrides are errors naming file, line, key.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Experiment> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse(path, &text, overrides)
+}
+
+/// [`load`] on text already read (`path` is used in messages and for the default name).
+pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<Experiment> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e: toml::de::Error| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        config_error(path, line, None, e.message().to_string())
+    })?;
+    // Report unknown keys and type errors of the file itself with their line.
+    toml::from_str::<Experiment>(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        config_error(path, line, key_in(e.message()), e.message().to_string())
+    })?;
+    for o in overrides {
+        apply_override(path, &mut table, o)?;
+    }
+    let mut exp: Experiment = table.try_into().map_err(|e: toml::de::Error| {
+        config_error(
+            path,
+            None,
+            key_in(e.message()),
+            format!("after --set: {}", e.message()),
+        )
+    })?;
+    if exp.name.is_empty() {
+        exp.name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+    }
+    Ok(exp)
+}
+
+/// Applies one `a.b.c=value` override; the key must exist in the defaults.
+pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Result<()> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| config_error(path, None, Some(item.into()), "--set expects key=value"))?;
+    let key = key.trim();
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.trim().to_string()),
+    };
+    let defaults = toml::Table::try_from(Experiment::default()).expect("defaults serialize");
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut probe = &defaults;
+    for (i, part) in parts.iter().enumerate() {
+        let known = probe.get(*part);
+        match known {
+            Some(toml::Value::Table(t)) if i + 1 < parts.len() && *part != "sweep" => probe = t,
+            Some(_) if i + 1 == parts.len() => {}
+            _ if parts[0] == "sweep" => break,
+            _ => {
+                return Err(config_error(
+                    path,
+                    None,
+                    Some(key.into()),
+                    format!("--set: unknown key `{key}`"),
+                ));
+            }
+        }
+    }
+    let mut node = table;
+    for part in &parts[..parts.len() - 1] {
+        node = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| {
+                config_error(
+                    path,
+                    None,
+                    Some(key.into()),
+                    format!("--set: `{part}` is not a table"),
+                )
+            })?;
+    }
+    node.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+impl Experiment {
+    /// The resolved configuration as TOML (every default explicit).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("experiments serialize")
+    }
+
+    /// Canonical hash of the resolved configuration (without `name`, `description` and `sweep`),
+    /// 16 hex digits of SHA-256.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let mut canonical = self.clone();
+        canonical.name.clear();
+        canonical.description.clear();
+        canonical.sweep = toml::Table::new();
+        let text = toml::to_string(&canonical).expect("experiments serialize");
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The hash ignoring the seed: runs that differ only in seed share it (a sweep cell).
+    pub fn cell_hash(&self) -> String {
+        Experiment {
+            seed: 0,
+            ..self.clone()
+        }
+        .hash()
+    }
+}
+
+/// Expands the `[sweep]` axes into one experiment per combination (in axis order), each with the
+/// axes applied as overrides; without axes, the experiment itself.
+pub fn expand_sweep(
+    path: &Path,
+    text: &str,
+    base_overrides: &[String],
+) -> Result<Vec<(Experiment, Vec<String>)>> {
+    let base = parse(path, text, base_overrides)?;
+    let mut cells: Vec<Vec<String>> = vec![Vec::new()];
+    for (key, values) in &base.sweep {
+        let list = values.as_array().ok_or_else(|| {
+            config_error(
+                path,
+                None,
+                Some(format!("sweep.{key}")),
+                "a sweep axis must be a list of values",
+            )
+        })?;
+        cells = cells
+            .into_iter()
+            .flat_map(|prefix| {
+                list.iter().map(move |v| {
+                    let mut c = prefix.clone();
+                    c.push(format!("{key}={v}"));
+                    c
+                })
+            })
+            .collect();
+    }
+    cells
+        .into_iter()
+        .map(|axes| {
+            let mut overrides = base_overrides.to_vec();
+            overrides.extend(axes.iter().cloned());
+            Ok((parse(path, text, &overrides)?, axes))
+        })
+        .collect()
+}
+
+/// Paths the runner uses, relative to the project root.
+#[derive(Clone, Debug)]
+pub struct Roots {
+    /// `runs/`.
+    pub runs: PathBuf,
+    /// `checkpoints/`.
+    pub checkpoints: PathBuf,
+    /// `datasets/`.
+    pub datasets: PathBuf,
+    /// `checkpoints/pretrained/` (ImageNet weights).
+    pub pretrained: PathBuf,
+}
+
+impl Default for Roots {
+    fn default() -> Self {
+        Self {
+            runs: "runs".into(),
+            checkpoints: "checkpoints".into(),
+            datasets: "datasets".into(),
+            pretrained: crate::weights::PRETRAINED_DIR.into(),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! A run's directory `runs/<experiment>/<config hash>/`: resolved config, provenance, status with
+//! heartbeat, `metrics.jsonl`, `summary.json`, TensorBoard events, and a lock.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+
+/// Run status as written to `status.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// In progress (check the heartbeat).
+    Running,
+    /// Finished all stages.
+    Completed,
+    /// Stopped by an error (e.g. a non-finite loss).
+    Failed,
+    /// Stopped by Ctrl-C after writing a checkpoint.
+    Interrupted,
+}
+
+/// `status.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusFile {
+    /// Status.
+    pub status: Status,
+    /// Global step.
+    pub step: u64,
+    /// Process id of the writer.
+    pub pid: u32,
+    /// Unix seconds of the last heartbeat.
+    pub heartbeat: u64,
+    /// Why it failed, if it did.
+    pub message: Option<String>,
+}
+
+/// Seconds without a heartbeat after which a RUNNING run counts as crashed.
+pub const HEARTBEAT_TIMEOUT: u64 = 120;
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl StatusFile {
+    /// The status as a person should read it: a RUNNING run whose process is gone or whose
+    /// heartbeat is stale is CRASHED.
+    pub fn display(&self) -> &'static str {
+        match self.status {
+            Status::Running
+                if !process_alive(self.pid)
+                    || unix_now().saturating_sub(self.heartbeat) > HEARTBEAT_TIMEOUT =>
+            {
+                "CRASHED"
+            }
+            Status::Running => "RUNNING",
+            Status::Completed => "COMPLETED",
+            Status::Failed => "FAILED",
+            Status::Interrupted => "INTERRUPTED",
+        }
+    }
+}
+
+/// An open run directory holding its lock.
+pub struct RunDir {
+    /// `runs/<experiment>/<hash>`.
+    pub path: PathBuf,
+    /// `checkpoints/<experiment>-<hash>`.
+    pub checkpoints: PathBuf,
+    lock: PathBuf,
+}
+
+impl RunDir {
+    /// Opens (creating if needed) the run directory and takes its lock; a live process holding
+    /// the lock is an error, a dead one's lock is taken over.
+    pub fn open(path: PathBuf, checkpoints: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        std::fs::create_dir_all(&checkpoints).map_err(|e| Error::io(&checkpoints, e))?;
+        let lock = path.join("LOCK");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock)
+            {
+                Ok(mut f) => {
+                    write!(f, "{}", std::process::id()).map_err(|e| Error::io(&lock, e))?;
+                    return Ok(Self {
+                        path,
+                        checkpoints,
+                        lock,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder: Option<u32> = std::fs::read_to_string(&lock)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    match holder {
+                        Some(pid) if process_alive(pid) && pid != std::process::id() => {
+                            return Err(Error::Argument {
+                                op: "run",
+                                arg: "run directory",
+                                reason: format!(
+                                    "{} is locked by running process {pid}",
+                                    path.display()
+                                ),
+                            });
+                        }
+                        _ => {
+                            let _ = std::fs::remove_file(&lock); // stale lock of a dead process
+                        }
+                    }
+                }
+                Err(e) => return Err(Error::io(&lock, e)),
+            }
+        }
+        Err(Error::Argument {
+            op: "run",
+            arg: "run directory",
+            reason: format!("cannot take the lock {}", lock.display()),
+        })
+    }
+
+    /// Writes `status.json` atomically.
+    pub fn set_status(&self, status: Status, step: u64, message: Option<String>) -> Result<()> {
+        let s = StatusFile {
+            status,
+            step,
+            pid: std::process::id(),
+            heartbeat: unix_now(),
+            message,
+        };
+        write_atomic(
+            &self.path.join("status.json"),
+            serde_json::to_string_pretty(&s).unwrap().as_bytes(),
+        )
+    }
+
+    /// Reads `status.json`, if any.
+    pub fn read_status(dir: &Path) -> Option<StatusFile> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).ok()?).ok()
+    }
+
+    /// Writes a text file atomically inside the run directory.
+    pub fn write(&self, name: &str, text: &str) -> Result<()> {
+        write_atomic(&self.path.join(name), text.as_bytes())
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+/// `git rev-parse HEAD` and `git diff HEAD` of the working tree (empty when not a repository).
+pub fn git_provenance() -> (String, String) {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    (
+        run(&["rev-parse", "HEAD"]).trim().to_string(),
+        run(&["diff", "HEAD"]),
+    )
+}
+
+/// The environment a run executed in.
+pub fn environment() -> serde_json::Value {
+    serde_json::json!({
+        "weakalign": env!("CARGO_PKG_VERSION"),
+        "burn": "0.22.1",
+        "backend": "flex (CPU) + autodiff",
+        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "rayon_threads": std::env::var("RAYON_NUM_THREADS").ok(),
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    })
+}
+
+/// Appends metric records (one JSON object per line), fsynced in batches.
+pub struct Metrics {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Lines written so far (including those from before a resume).
+    pub lines: u64,
+}
+
+impl Metrics {
+    /// Opens `metrics.jsonl`, truncated to its first `keep_lines` lines (a resume drops what a
+    /// crashed process wrote after its last checkpoint).
+    pub fn open(path: PathBuf, keep_lines: u64) -> Result<Self> {
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        let kept: String = existing
+            .split_inclusive('\n')
+            .take(keep_lines as usize)
+            .collect();
+        let lines = kept.matches('\n').count() as u64;
+        write_atomic(&path, kept.as_bytes())?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Self { path, file, lines })
+    }
+
+    /// Appends one record.
+    pub fn record(&mut self, step: u64, stage: &str, tag: &str, value: f64) -> Result<()> {
+        let line = serde_json::json!({"step": step, "stage": stage, "tag": tag, "value": value})
+            .to_string();
+        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Forces the records to disk (before a checkpoint names their count).
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+}

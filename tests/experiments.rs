@@ -1,0 +1,331 @@
+//! Experiments: every shipped file resolves, a corpus of broken files gives file:line:key errors,
+//! crash + resume is bit-exact, TensorBoard files read back with TensorBoard's own reader,
+//! checkpoints survive corruption, and runs refuse what they must.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use weakalign::experiment::config::{expand_sweep, load};
+use weakalign::experiment::resolve::resolve;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weakalign"))
+}
+
+fn smoke() -> PathBuf {
+    root().join("experiments/smoke.toml")
+}
+
+fn exp(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(binary());
+    cmd.arg("exp")
+        .arg(smoke())
+        .arg("--root")
+        .arg(dir)
+        .args(extra)
+        .current_dir(root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run weakalign")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run_dir(root: &Path) -> PathBuf {
+    let exp = root.join("runs/smoke");
+    std::fs::read_dir(&exp)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+fn checkpoint_root(root: &Path) -> PathBuf {
+    std::fs::read_dir(root.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap()
+}
+
+#[test]
+fn every_experiment_file_parses_and_resolves() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("experiments")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (e, _) in expand_sweep(&path, &text, &[]).unwrap_or_else(|e| panic!("{e}")) {
+                resolve(&e, &path).unwrap_or_else(|e| panic!("{e}"));
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 6, "{n} experiment files");
+}
+
+#[test]
+fn bad_config_corpus_names_file_line_and_key() {
+    let corpus = root().join("tests/bad_configs");
+    let cases = [
+        ("unknown_key.toml", ":4", "lerning_rate"),
+        ("bad_backbone.toml", "", "model.backbone"),
+        ("wrong_type.toml", ":2", "invalid type"),
+        ("bad_image_size.toml", "", "model.image_size"),
+        ("bad_inlier.toml", "", "loss.inlier"),
+        ("bad_alpha.toml", "", "eval.alpha"),
+        ("syntax.toml", ":1", ""),
+        ("bad_trainable.toml", "", "weak.backbone_trainable"),
+        ("bad_sweep.toml", "", "sweep.seed"),
+    ];
+    for (file, line, key) in cases {
+        let path = corpus.join(file);
+        let out = Command::new(binary())
+            .args(["exp", "--dry-run"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let msg = text(&out);
+        assert!(!out.status.success(), "{file} must fail");
+        assert!(!msg.contains("panicked"), "{file}: {msg}");
+        assert!(
+            msg.contains(&format!("{file}{line}")) && msg.contains(key),
+            "{file}: {msg}"
+        );
+    }
+    // Overrides are checked too.
+    let e = load(&smoke(), &["weak.lerning_rate=1".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("weak.lerning_rate"), "{e}");
+    let e = load(&smoke(), &["weak.steps=many".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("steps") || e.contains("invalid type"), "{e}");
+    assert_eq!(
+        load(&smoke(), &["weak.steps=7".into()]).unwrap().weak.steps,
+        7
+    );
+}
+
+#[test]
+fn dry_run_prints_resolved_config_and_hash() {
+    let out = Command::new(binary())
+        .args(["exp", "--dry-run"])
+        .arg(smoke())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let e = load(&smoke(), &[]).unwrap();
+    assert!(
+        t.contains(&e.hash()) && t.contains("image_size = 176"),
+        "{t}"
+    );
+}
+
+/// All float parameters of a model record, as raw bytes in visiting order.
+fn parameter_bytes(path: &Path) -> Vec<u8> {
+    struct Bytes(Vec<u8>);
+    impl ModuleVisitor for Bytes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().as_bytes());
+        }
+    }
+    let exp = load(&smoke(), &[]).unwrap();
+    let r = resolve(&exp, &smoke()).unwrap();
+    let config = weakalign::model::ModelConfig {
+        backbone: r.backbone,
+        image_size: exp.model.image_size,
+        ..Default::default()
+    };
+    let mut model = config
+        .init_two_stage(&weakalign::device::inference())
+        .unwrap();
+    weakalign::weights::load_record(&mut model, path).unwrap();
+    let mut v = Bytes(Vec::new());
+    model.visit(&mut v);
+    v.0
+}
+
+#[test]
+fn crash_and_resume_is_bit_exact() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let full = exp(a.path(), &[], &[]);
+    assert!(full.status.success(), "{}", text(&full));
+    // Crash without any cleanup after step 5 (a checkpoint exists at step 4).
+    let crashed = exp(b.path(), &[], &[("WEAKALIGN_ABORT_AFTER_STEP", "5")]);
+    assert!(!crashed.status.success());
+    let runs = Command::new(binary())
+        .args(["runs", "--runs"])
+        .arg(b.path().join("runs"))
+        .output()
+        .unwrap();
+    assert!(text(&runs).contains("CRASHED"), "{}", text(&runs));
+    // Without --resume the run is refused; with it, it completes.
+    let refused = exp(b.path(), &[], &[]);
+    assert!(!refused.status.success() && text(&refused).contains("--resume"));
+    let resumed = exp(b.path(), &["--resume"], &[]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let (ra, rb) = (run_dir(a.path()), run_dir(b.path()));
+    let ma = std::fs::read(ra.join("metrics.jsonl")).unwrap();
+    assert!(!ma.is_empty());
+    assert_eq!(
+        ma,
+        std::fs::read(rb.join("metrics.jsonl")).unwrap(),
+        "metrics.jsonl must be identical"
+    );
+    let last = |root: &Path| checkpoint_root(root).join("step-00000009/model.bpk");
+    assert_eq!(
+        parameter_bytes(&last(a.path())),
+        parameter_bytes(&last(b.path())),
+        "parameters must be identical"
+    );
+    let sa: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ra.join("summary.json")).unwrap()).unwrap();
+    let sb: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rb.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(sa["test_pck"], sb["test_pck"]);
+    // A completed run is skipped on rerun.
+    let again = exp(a.path(), &[], &[]);
+    assert!(
+        again.status.success() && text(&again).contains("already COMPLETED"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn corrupted_checkpoint_falls_back_and_changed_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = exp(dir.path(), &[], &[("WEAKALIGN_ABORT_AFTER_STEP", "7")]);
+    assert!(!crashed.status.success());
+    let ckpt = checkpoint_root(dir.path());
+    let newest = weakalign::experiment::checkpoint::list(&ckpt)[0].clone();
+    assert!(newest.ends_with("step-00000006"), "{}", newest.display());
+    let model = newest.join("model.bpk");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap(); // truncated
+    // A changed configuration is refused on resume...
+    let changed = exp(
+        dir.path(),
+        &[
+            "--resume",
+            run_dir(dir.path()).to_str().unwrap(),
+            "--set",
+            "weak.lr=0.5",
+        ],
+        &[],
+    );
+    assert!(
+        !changed.status.success() && text(&changed).contains("--allow-config-change"),
+        "{}",
+        text(&changed)
+    );
+    // ... and the corrupted checkpoint is skipped with a message, falling back to step 4.
+    let resumed = exp(dir.path(), &["--resume"], &[]);
+    let t = text(&resumed);
+    assert!(resumed.status.success(), "{t}");
+    assert!(
+        t.contains("skipping checkpoint") && t.contains("step-00000006") && t.contains("checksum"),
+        "{t}"
+    );
+    assert!(t.contains("(step 4)"), "{t}");
+}
+
+#[test]
+fn a_locked_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load(&smoke(), &[]).unwrap();
+    let run = dir.path().join("runs/smoke").join(e.hash());
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("LOCK"), std::process::id().to_string()).unwrap();
+    let out = exp(dir.path(), &[], &[]);
+    assert!(
+        !out.status.success() && text(&out).contains("locked by running process"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn non_finite_loss_fails_the_run_and_keeps_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exp(
+        dir.path(),
+        &["--set", "strong.lr=1e30", "--set", "checkpoint.every=1"],
+        &[],
+    );
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("non-finite loss"),
+        "{t}"
+    );
+    let status = std::fs::read_to_string(
+        std::fs::read_dir(dir.path().join("runs/smoke"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("status.json"),
+    )
+    .unwrap();
+    assert!(status.contains("FAILED"), "{status}");
+    let ckpt = checkpoint_root(dir.path());
+    let valid = weakalign::experiment::checkpoint::latest_valid(&ckpt, |_| {});
+    assert!(valid.is_some(), "the last good checkpoint must remain");
+}
+
+#[test]
+fn tensorboard_reads_our_event_files() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_tb = Command::new(&python)
+        .args(["-c", "import tensorboard"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_tb {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must `pip install tensorboard`"
+        );
+        eprintln!("skipping: python tensorboard not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = exp(dir.path(), &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = root().join("tools/read_tensorboard.py");
+    let check = Command::new(&python)
+        .arg(script)
+        .arg(run_dir(dir.path()))
+        .output()
+        .unwrap();
+    let t = text(&check);
+    assert!(check.status.success(), "{t}");
+    for needle in [
+        "scalars train: loss",
+        "images train: images/overlay",
+        "text info: config",
+        "hparams: session_start",
+        "hparams: session_end",
+        "scalars valid: pck",
+    ] {
+        assert!(t.contains(needle), "missing `{needle}` in:\n{t}");
+    }
+}
