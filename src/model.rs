@@ -26,6 +26,9 @@ pub struct ModelConfig {
     pub normalize_features: bool,
     /// Normalize the correlation (ReLU + L2 over sources; reference: on).
     pub normalize_matches: bool,
+    /// Start both heads at the identity θ (deviation from the reference; see
+    /// [`FeatureRegression::identity_init`]).
+    pub identity_init: bool,
 }
 
 impl Default for ModelConfig {
@@ -35,6 +38,7 @@ impl Default for ModelConfig {
             image_size: 240,
             normalize_features: true,
             normalize_matches: true,
+            identity_init: false,
         }
     }
 }
@@ -50,9 +54,14 @@ impl ModelConfig {
         &self,
         device: &Device,
     ) -> Result<CnnGeometric<T>> {
+        let regression = FeatureRegression::new(self.feature_size(), device)?;
         Ok(CnnGeometric {
             backbone: self.backbone.init(device),
-            regression: FeatureRegression::new(self.feature_size(), device)?,
+            regression: if self.identity_init {
+                regression.identity_init()
+            } else {
+                regression
+            },
             normalize_features: self.normalize_features,
             normalize_matches: self.normalize_matches,
             image_size: self.image_size,
@@ -62,10 +71,18 @@ impl ModelConfig {
     /// A randomly initialized two-stage model.
     pub fn init_two_stage(&self, device: &Device) -> Result<TwoStage> {
         let g = self.feature_size();
+        let (mut regression_aff, mut regression_tps) = (
+            FeatureRegression::new(g, device)?,
+            FeatureRegression::new(g, device)?,
+        );
+        if self.identity_init {
+            regression_aff = regression_aff.identity_init();
+            regression_tps = regression_tps.identity_init();
+        }
         Ok(TwoStage {
             backbone: self.backbone.init(device),
-            regression_aff: FeatureRegression::new(g, device)?,
-            regression_tps: FeatureRegression::new(g, device)?,
+            regression_aff,
+            regression_tps,
             normalize_features: self.normalize_features,
             normalize_matches: self.normalize_matches,
             image_size: self.image_size,

@@ -68,6 +68,21 @@ impl<T: Theta + Send + core::fmt::Debug + 'static> FeatureRegression<T> {
         })
     }
 
+    /// Deliberate deviation (an option, off in the reference): zero the final layer's weights
+    /// and set its bias to the identity θ, so that training starts from the identity transform
+    /// instead of a random one. Gradients still reach the weights (`∂θ/∂W = x`).
+    pub fn identity_init(mut self) -> Self {
+        let device = self.linear.weight.device();
+        let weight = self.linear.weight.val().zeros_like();
+        let bias = Tensor::<1>::from_data(
+            burn::tensor::TensorData::new(T::IDENTITY.to_vec(), [T::PARAMS]),
+            (&device, weight.dtype()),
+        );
+        self.linear.weight = burn::module::Param::from_tensor(weight);
+        self.linear.bias = Some(burn::module::Param::from_tensor(bias));
+        self
+    }
+
     /// θ from a correlation tensor.
     ///
     /// # Shapes

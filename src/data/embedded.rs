@@ -1,9 +1,10 @@
 //! The embedded dataset: procedurally generated objects for a fresh machine with no datasets.
 //!
 //! Six categories (fish, house, car, star, mushroom, bottle), each drawn from semantic parts
-//! whose proportions vary per instance, with per-instance colours and a texture painted in the
-//! object's own frame (solid, stripes, dots or gradient: it deforms with the object, so there is
-//! something to match), over a cluttered background (smooth colour field plus distractor shapes).
+//! whose proportions vary per instance, with a per-category appearance (texture kind and colours:
+//! solid, stripes, dots or gradient, painted in the object's own frame so it deforms with the
+//! object) that every instance jitters, over a cluttered background (smooth colour field plus
+//! distractor shapes of random colours and textures).
 //! Every instance gets a random pose (rotation ±30°, anisotropic scale, translation) and a smooth
 //! non-rigid deformation. Keypoints sit at semantic parts (the fish's nose, the car's wheel
 //! centres, ...) and are used only for evaluation.
@@ -286,12 +287,55 @@ fn body_paint(rng: &mut impl Rng) -> Paint {
     }
 }
 
+/// A category's typical appearance: its texture kind and colours. Instances jitter the colours
+/// (±0.15 per channel) and the texture's frequency and angle, so a category looks alike across
+/// instances (there is something to match) without any two instances being the same.
+struct ClassStyle {
+    body: Paint,
+    accent: Rgb,
+}
+
+fn class_style(seed: u64, class: usize) -> ClassStyle {
+    let mut rng = sample_rng(seed, Stream::Embedded, 1_000 + class as u64, 0);
+    ClassStyle {
+        body: body_paint(&mut rng),
+        accent: color(&mut rng),
+    }
+}
+
+fn jitter(rng: &mut impl Rng, c: Rgb) -> Rgb {
+    c.map(|v| (v + rng.random_range(-0.15..0.15)).clamp(0.0, 1.0))
+}
+
+/// An instance's variation of its category's paint.
+fn instance_paint(rng: &mut impl Rng, paint: Paint) -> Paint {
+    match paint {
+        Paint::Solid(a) => Paint::Solid(jitter(rng, a)),
+        Paint::Stripes { a, b, freq, angle } => Paint::Stripes {
+            a: jitter(rng, a),
+            b: jitter(rng, b),
+            freq: freq * rng.random_range(0.8..1.25),
+            angle: angle + rng.random_range(-0.3..0.3),
+        },
+        Paint::Dots { a, b, freq } => Paint::Dots {
+            a: jitter(rng, a),
+            b: jitter(rng, b),
+            freq: freq * rng.random_range(0.8..1.25),
+        },
+        Paint::Gradient { a, b, angle } => Paint::Gradient {
+            a: jitter(rng, a),
+            b: jitter(rng, b),
+            angle: angle + rng.random_range(-0.3..0.3),
+        },
+    }
+}
+
 /// The object of one instance: primitives back to front, and keypoints, in the object frame
 /// (`x` right, `y` down, roughly within `[-1, 1]²`).
-fn object(class: usize, rng: &mut impl Rng) -> (Vec<Shape>, Vec<P>) {
-    let body = body_paint(rng);
+fn object(class: usize, style: &ClassStyle, rng: &mut impl Rng) -> (Vec<Shape>, Vec<P>) {
+    let body = instance_paint(rng, style.body);
+    let accent = Paint::Solid(jitter(rng, style.accent));
     let mut u = |lo: f64, hi: f64| rng.random_range(lo..hi);
-    let accent = Paint::Solid([u(0.0, 1.0), u(0.0, 1.0), u(0.0, 1.0)]);
     let dark = Paint::Solid([u(0.0, 0.2), u(0.0, 0.2), u(0.0, 0.2)]);
     let light = Paint::Solid([u(0.75, 1.0), u(0.75, 1.0), u(0.75, 1.0)]);
     match class {
@@ -649,7 +693,7 @@ fn background(rng: &mut impl Rng) -> (Rgb, Rgb, (f64, f64, f64), Vec<Shape>) {
 /// Renders instance `index` of `class`.
 pub fn render_instance(config: &EmbeddedConfig, class: usize, index: usize) -> Instance {
     let mut rng = sample_rng(config.seed, Stream::Embedded, class as u64, index as u64);
-    let (shapes, kps) = object(class, &mut rng);
+    let (shapes, kps) = object(class, &class_style(config.seed, class), &mut rng);
     let pose = Pose::random(&mut rng);
     let (bg_a, bg_b, (freq, dir, phase), clutter) = background(&mut rng);
     let n = config.size;

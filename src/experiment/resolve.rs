@@ -78,7 +78,7 @@ pub fn resolve(exp: &Experiment, file: &Path) -> Result<Resolved> {
         ],
     )?;
     let s = exp.model.image_size;
-    if s % 16 != 0 || backbone.feature_size(s) < 11 {
+    if !s.is_multiple_of(16) || backbone.feature_size(s) < 11 {
         return Err(bad(
             file,
             "model.image_size",
@@ -96,6 +96,18 @@ pub fn resolve(exp: &Experiment, file: &Path) -> Result<Resolved> {
     for (key, v) in [("strong.lr", exp.strong.lr), ("weak.lr", exp.weak.lr)] {
         if !(v.is_finite() && v > 0.0) {
             return Err(bad(file, key, format!("{v}: must be finite and > 0")));
+        }
+    }
+    for (key, v) in [
+        ("strong.schedule", &exp.strong.schedule),
+        ("weak.schedule", &exp.weak.schedule),
+    ] {
+        if v != "constant" && v != "cosine" {
+            return Err(bad(
+                file,
+                key,
+                format!("{v:?} is not one of [\"constant\", \"cosine\"]"),
+            ));
         }
     }
     if !(exp.eval.alpha > 0.0 && exp.eval.alpha <= 1.0) {

@@ -246,19 +246,14 @@ fn configure(model: TwoStage, stage: Stage, r: &Resolved) -> TwoStage {
         }
         Stage::Weak => {
             m.backbone = m.backbone.configure(r.weak_batch_norm, r.weak_trainable);
-            let heads = |h: TwoStage| match r.weak_batch_norm {
-                BatchNormMode::Frozen => TwoStage {
-                    regression_aff: h.regression_aff.freeze().set_require_grad(true),
-                    regression_tps: h.regression_tps.freeze().set_require_grad(true),
-                    ..h
-                },
-                BatchNormMode::Train => TwoStage {
-                    regression_aff: h.regression_aff.set_require_grad(true),
-                    regression_tps: h.regression_tps.set_require_grad(true),
-                    ..h
-                },
-            };
-            m = heads(m);
+            // Frozen BatchNorm: running statistics in the heads too (the reference's model.eval()),
+            // while γ/β keep training.
+            if r.weak_batch_norm == BatchNormMode::Frozen {
+                m.regression_aff = m.regression_aff.freeze();
+                m.regression_tps = m.regression_tps.freeze();
+            }
+            m.regression_aff = m.regression_aff.set_require_grad(true);
+            m.regression_tps = m.regression_tps.set_require_grad(true);
         }
     }
     m
@@ -437,7 +432,10 @@ pub fn run(file: &Path, exp: &Experiment, opts: &RunOptions) -> Result<RunOutcom
                 skipped: true,
             });
         }
-        if !opts.resume && opts.resume_dir.is_none() {
+        let (_, ckpt) = run_paths(exp, roots);
+        let resumable = checkpoint::latest_valid(&ckpt, |_| {}).is_some();
+        // A run that never reached a checkpoint has nothing to resume: start it afresh.
+        if resumable && !opts.resume && opts.resume_dir.is_none() {
             return Err(Error::Argument {
                 op: "exp",
                 arg: "--resume",
@@ -462,24 +460,24 @@ pub fn run(file: &Path, exp: &Experiment, opts: &RunOptions) -> Result<RunOutcom
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    if let Some((_, state)) = &resume_from {
-        if state.config_hash != exp.hash() {
-            let old =
-                std::fs::read_to_string(run.path.join("config.resolved.toml")).unwrap_or_default();
-            if !opts.allow_config_change {
-                return Err(Error::Argument {
-                    op: "exp",
-                    arg: "--resume",
-                    reason: format!(
-                        "the configuration changed since the checkpoint (hash {} → {}); pass --allow-config-change to accept it",
-                        state.config_hash,
-                        exp.hash()
-                    ),
-                });
-            }
-            let diff = line_diff(&old, &exp.to_toml());
-            run.write(&format!("config-change-at-step-{}.diff", state.step), &diff)?;
+    if let Some((_, state)) = &resume_from
+        && state.config_hash != exp.hash()
+    {
+        let old =
+            std::fs::read_to_string(run.path.join("config.resolved.toml")).unwrap_or_default();
+        if !opts.allow_config_change {
+            return Err(Error::Argument {
+                op: "exp",
+                arg: "--resume",
+                reason: format!(
+                    "the configuration changed since the checkpoint (hash {} → {}); pass --allow-config-change to accept it",
+                    state.config_hash,
+                    exp.hash()
+                ),
+            });
         }
+        let diff = line_diff(&old, &exp.to_toml());
+        run.write(&format!("config-change-at-step-{}.diff", state.step), &diff)?;
     }
     let start = resume_from.as_ref().map_or(0, |(_, s)| s.step);
 
@@ -573,6 +571,7 @@ fn train(
         image_size: exp.model.image_size,
         normalize_features: true,
         normalize_matches: exp.model.normalize_matches,
+        identity_init: exp.model.identity_init,
     };
     let mut model = config.init_two_stage(&device)?;
     let mut state = TrainState {
@@ -638,10 +637,21 @@ fn train(
             continue;
         }
         model = configure(model, stage, r);
-        let lr = if stage == Stage::Weak {
-            exp.weak.lr
+        let (base_lr, schedule) = if stage == Stage::Weak {
+            (exp.weak.lr, exp.weak.schedule.as_str())
         } else {
-            exp.strong.lr
+            (exp.strong.lr, exp.strong.schedule.as_str())
+        };
+        // Cosine annealing to lr/100 over the stage, a pure function of the step (resume-safe).
+        let lr_at = |local: u64| -> f64 {
+            match schedule {
+                "cosine" => {
+                    let t = local as f64 / (end - begin).max(1) as f64;
+                    let floor = base_lr / 100.0;
+                    floor + (base_lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+                }
+                _ => base_lr,
+            }
         };
         let batch_size = if stage == Stage::Weak {
             exp.weak.batch_size
@@ -714,7 +724,14 @@ fn train(
                 .iter()
                 .map(|(n, t)| (*n, t.clone().into_scalar::<f64>()))
                 .collect();
-            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            // A loss with no path to a trainable parameter (e.g. the hard inlier count, which gives
+            // θ no gradient, with a frozen backbone) has nothing to update: the step is a no-op.
+            let tracked = out.loss.is_tracked();
+            let grads = if tracked {
+                GradientsParams::from_grads(out.loss.backward(), &model)
+            } else {
+                GradientsParams::new()
+            };
             let mut norm_visitor = GradNorm {
                 grads: &grads,
                 sum: 0.0,
@@ -722,16 +739,19 @@ fn train(
             model.visit(&mut norm_visitor);
             let grad_norm = norm_visitor.sum.sqrt();
             let images = (exp.log.images_every > 0
-                && (state.step + 1) % exp.log.images_every as u64 == 0)
-                .then(|| out.theta_aff.clone())
-                .flatten();
-            model = optim.step(lr, model, grads);
+                && (state.step + 1).is_multiple_of(exp.log.images_every as u64))
+            .then(|| out.theta_aff.clone())
+            .flatten();
+            let lr = lr_at(local);
+            if tracked {
+                model = optim.step(lr, model, grads);
+            }
             state.step += 1;
             local += 1;
             pairs_since += batch.indices.len();
             let step = state.step;
 
-            if step % exp.log.every as u64 == 0 || step == end {
+            if step.is_multiple_of(exp.log.every as u64) || step == end {
                 let rate = pairs_since as f64 / timer.elapsed().as_secs_f64().max(1e-9);
                 timer = Instant::now();
                 pairs_since = 0;
@@ -791,7 +811,7 @@ fn train(
                 .is_some_and(|f| f.load(Ordering::SeqCst));
             let stage_end = step == end;
             let mut pck = None;
-            if step % exp.eval.every as u64 == 0 || stage_end {
+            if step.is_multiple_of(exp.eval.every as u64) || stage_end {
                 let result = evaluate(
                     &model.valid(),
                     &data.validation,
@@ -809,7 +829,7 @@ fn train(
                 }
                 pck = Some(result.model);
             }
-            if step % exp.checkpoint.every as u64 == 0 || stage_end || interrupted {
+            if step.is_multiple_of(exp.checkpoint.every as u64) || stage_end || interrupted {
                 metrics.sync()?;
                 tb_train.flush()?;
                 tb_valid.flush()?;
