@@ -329,3 +329,60 @@ fn tensorboard_reads_our_event_files() {
         assert!(t.contains(needle), "missing `{needle}` in:\n{t}");
     }
 }
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_marks_the_run_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .arg("exp")
+        .arg(smoke())
+        .arg("--root")
+        .arg(dir.path())
+        .args([
+            "--set",
+            "strong.steps=400",
+            "--set",
+            "checkpoint.every=1000",
+            "--set",
+            "eval.every=1000",
+        ])
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way (a status with step ≥ 2), then press Ctrl-C.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let step = std::fs::read_dir(dir.path().join("runs/smoke"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("status.json")).ok())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["step"].as_u64())
+            .unwrap_or(0);
+        if step >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "training did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let run = run_dir(dir.path());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
+    assert_eq!(s["status"], "INTERRUPTED");
+    let step = s["step"].as_u64().unwrap();
+    let (ckpt, state) =
+        weakalign::experiment::checkpoint::latest_valid(&checkpoint_root(dir.path()), |_| {})
+            .unwrap();
+    assert_eq!(state.step, step, "{}", ckpt.display());
+}
