@@ -55,7 +55,7 @@ pub fn find_runs(root: &Path) -> Vec<RunInfo> {
 /// A cell: runs sharing a configuration up to the seed.
 #[derive(Clone, Debug, Default)]
 pub struct Cell {
-    /// Experiment name(s).
+    /// Experiment name, with the cell's sweep values.
     pub name: String,
     /// Completed runs' test PCK, by seed.
     pub pck: Vec<(u64, f64)>,
@@ -74,7 +74,8 @@ pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
             None => cell_hash_of(&r.dir).unwrap_or_else(|| "?".into()),
         };
         let cell = cells.entry(key).or_default();
-        cell.name = r.experiment.clone();
+        let label = r.summary.as_ref().and_then(|s| s["cell_label"].as_str()).unwrap_or("").to_string();
+        cell.name = if label.is_empty() { r.experiment.clone() } else { format!("{} [{label}]", r.experiment) };
         match &r.summary {
             Some(s) if r.status == "COMPLETED" => {
                 cell.pck.push((

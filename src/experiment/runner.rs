@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub roots: Roots,
     /// Set by Ctrl-C: checkpoint and stop.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// The sweep values of this run except the seed (e.g. `loss.inlier="hard"`), for `compare`.
+    pub cell_label: String,
 }
 
 /// What a run ended with.
@@ -889,6 +891,7 @@ fn train(
         "experiment": exp.name,
         "config_hash": exp.hash(),
         "cell_hash": exp.cell_hash(),
+        "cell_label": opts.cell_label,
         "seed": exp.seed,
         "steps": state.step,
         "test_dataset": exp.data.test,
