@@ -409,3 +409,91 @@ fn caltech_pair_lists_are_balanced_and_split_by_image() {
         .unwrap()
     );
 }
+
+/// Reads a kit `scores.csv`: rows `(name, T1..T50)`.
+fn kit_scores(path: &Path) -> Vec<(String, Vec<f64>)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].to_string(),
+                f[5..55].iter().map(|v| v.parse().unwrap()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The kit's own scores of its sample results. FG3DCar (result flows *upscaled* to the ground
+/// truth) is reproduced to 5e-6 (one pixel of ~180,000 at one threshold, an exact tie at 32 px
+/// decided by round-off). JODS and PASCAL, whose result flows the kit *shrinks* (MATLAB's
+/// antialiased `imresize`), still differ by up to 3e-3 and are not asserted: open in the
+/// evaluation issue.
+#[test]
+fn tss_metric_reproduces_the_kit_scores_on_upscaled_flows() {
+    use weakalign::eval::flow::pair_scores;
+    let Some(root) = dataset_dir("tss-sample") else {
+        return;
+    };
+    let mut worst = 0.0f64;
+    for subset in ["FG3DCar"] {
+        let want = kit_scores(
+            &root
+                .join("reference_results")
+                .join(subset)
+                .join("scores.csv"),
+        );
+        let mut rows: Vec<Vec<f64>> = Vec::new();
+        let mut flips = Vec::new();
+        let mut pairs: Vec<PathBuf> =
+            std::fs::read_dir(root.join("reference_results").join(subset))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_dir())
+                .collect();
+        pairs.sort();
+        for dir in pairs {
+            let gt = root
+                .join("TSS_CVPR2016")
+                .join(subset)
+                .join(dir.file_name().unwrap());
+            let read = |d: &Path, k: u8| tss::read_flo(&d.join(format!("flow{k}.flo"))).unwrap();
+            let (a, b) = pair_scores(&read(&dir, 1), &read(&dir, 2), &read(&gt, 1), &read(&gt, 2));
+            let flip = tss::read_flip(&gt.join("flip_gt.txt")).unwrap();
+            rows.push(a.to_vec());
+            rows.push(b.to_vec());
+            flips.extend([flip, flip]);
+        }
+        let mean = |sel: &dyn Fn(usize) -> bool| -> Vec<f64> {
+            let chosen: Vec<&Vec<f64>> = rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| sel(*i))
+                .map(|(_, r)| r)
+                .collect();
+            (0..50)
+                .map(|t| chosen.iter().map(|r| r[t]).sum::<f64>() / chosen.len() as f64)
+                .collect()
+        };
+        let n = flips.len();
+        let (average, noflip) = (mean(&|_| true), mean(&|i| i < n && !flips[i]));
+        rows.push(average);
+        rows.push(noflip);
+        assert_eq!(rows.len(), want.len(), "{subset}: row count");
+        for (got, (name, want)) in rows.iter().zip(&want) {
+            for t in 0..50 {
+                let d = (got[t] - want[t]).abs();
+                worst = worst.max(d);
+                assert!(
+                    d <= 5e-6,
+                    "{subset} {name} T{}: {} vs kit {}",
+                    t + 1,
+                    got[t],
+                    want[t]
+                );
+            }
+        }
+    }
+    println!("TSS parity (FG3DCar): max |ours − kit| over 6 rows × 50 thresholds = {worst:.2e}");
+}

@@ -305,7 +305,12 @@ fn exp(
             allow_config_change,
             roots: roots.clone(),
             interrupt: Some(interrupt.clone()),
-            cell_label: axes.iter().filter(|a| !a.starts_with("seed=")).cloned().collect::<Vec<_>>().join(", "),
+            cell_label: axes
+                .iter()
+                .filter(|a| !a.starts_with("seed="))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         match run(file, e, &opts) {
             Ok(o) => {

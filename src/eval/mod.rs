@@ -1,4 +1,5 @@
 //! Evaluation: PCK on keypoint benchmarks.
 
+pub mod flow;
 pub mod keypoints;
 pub mod pck;

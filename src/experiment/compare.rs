@@ -74,8 +74,17 @@ pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
             None => cell_hash_of(&r.dir).unwrap_or_else(|| "?".into()),
         };
         let cell = cells.entry(key).or_default();
-        let label = r.summary.as_ref().and_then(|s| s["cell_label"].as_str()).unwrap_or("").to_string();
-        cell.name = if label.is_empty() { r.experiment.clone() } else { format!("{} [{label}]", r.experiment) };
+        let label = r
+            .summary
+            .as_ref()
+            .and_then(|s| s["cell_label"].as_str())
+            .unwrap_or("")
+            .to_string();
+        cell.name = if label.is_empty() {
+            r.experiment.clone()
+        } else {
+            format!("{} [{label}]", r.experiment)
+        };
         match &r.summary {
             Some(s) if r.status == "COMPLETED" => {
                 cell.pck.push((
