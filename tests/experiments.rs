@@ -386,3 +386,110 @@ fn ctrl_c_writes_a_checkpoint_and_marks_the_run_interrupted() {
             .unwrap();
     assert_eq!(state.step, step, "{}", ckpt.display());
 }
+
+#[test]
+fn eval_and_align_use_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = exp(dir.path(), &[], &[]);
+    assert!(trained.status.success(), "{}", text(&trained));
+    let ckpt = checkpoint_root(dir.path());
+    // eval on the embedded test pairs: JSON + Markdown with the protocol beside the numbers.
+    let out = dir.path().join("eval");
+    let e = Command::new(binary())
+        .args(["eval", "--dataset", "embedded", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(e.status.success(), "{}", text(&e));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("embedded.json")).unwrap()).unwrap();
+    assert_eq!(report["pairs"], 336);
+    assert_eq!(report["protocol"]["alpha"], 0.1);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir(dir.path()).join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    let (ours, runner) = (
+        report["pck"]["aff_tps"]["overall"].as_f64().unwrap(),
+        summary["test_pck"].as_f64().unwrap(),
+    );
+    assert!(
+        (ours - runner).abs() < 1e-12,
+        "eval {ours} vs runner {runner}: one implementation"
+    );
+    assert!(report["pck"]["identity"]["per_class"]["fish"].is_number());
+    // align two embedded images, with keypoints.
+    let images = dir.path().join("images");
+    let emb = Command::new(binary())
+        .args(["data", "embedded", "--out"])
+        .arg(&images)
+        .output()
+        .unwrap();
+    assert!(emb.status.success());
+    let points = dir.path().join("points.csv");
+    std::fs::write(&points, "x,y\n120,120\n10.5,200\n").unwrap();
+    let aligned = dir.path().join("aligned");
+    let run_align = |a: &Path, b: &Path| {
+        Command::new(binary())
+            .arg("align")
+            .args([a, b])
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("--out")
+            .arg(&aligned)
+            .arg("--points")
+            .arg(&points)
+            .output()
+            .unwrap()
+    };
+    let ok = run_align(
+        &images.join("images/fish_030.png"),
+        &images.join("images/fish_031.png"),
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    for f in [
+        "theta.json",
+        "warped.png",
+        "checkerboard.png",
+        "matches.png",
+        "points.csv",
+    ] {
+        assert!(aligned.join(f).is_file(), "{f} missing");
+    }
+    let (w, h) = ::image::image_dimensions(aligned.join("warped.png")).unwrap();
+    assert_eq!((w, h), (240, 240));
+    assert_eq!(
+        std::fs::read_to_string(aligned.join("points.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    // Grayscale input works; a missing or corrupt image is a clear error.
+    let gray = dir.path().join("gray.png");
+    ::image::open(images.join("images/car_030.png"))
+        .unwrap()
+        .to_luma8()
+        .save(&gray)
+        .unwrap();
+    let g = run_align(&gray, &images.join("images/car_031.png"));
+    assert!(g.status.success(), "{}", text(&g));
+    let missing = run_align(&dir.path().join("nope.png"), &gray);
+    assert!(
+        !missing.status.success()
+            && text(&missing).contains("nope.png")
+            && !text(&missing).contains("panicked")
+    );
+    let corrupt = dir.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG not really").unwrap();
+    let bad = run_align(&gray, &corrupt);
+    assert!(
+        !bad.status.success()
+            && text(&bad).contains("corrupt.png")
+            && !text(&bad).contains("panicked"),
+        "{}",
+        text(&bad)
+    );
+}

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+pub mod align;
+pub mod eval;
+
 use crate::backbone::EfficientNetLite0Classifier;
 use crate::weights;
 
@@ -39,6 +42,49 @@ pub enum Command {
         /// Root for `runs/`, `checkpoints/` (default: the current directory).
         #[arg(long, default_value = ".")]
         root: PathBuf,
+    },
+    /// Benchmark metrics of a checkpoint (affine, affine∘TPS and the identity baseline).
+    Eval {
+        /// Checkpoint: a `checkpoints/<run>/step-N` folder, its model.bpk, or the run's folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// `embedded`, `pf-willow`, `pf-pascal` or `tss`.
+        #[arg(long, default_value = "embedded")]
+        dataset: String,
+        /// PCK threshold α.
+        #[arg(long, default_value_t = 0.1)]
+        alpha: f64,
+        /// PF-PASCAL procedure: `scnet` (camera-ready, 224 frame) or `pf` (keypoint bounding box).
+        #[arg(long, default_value = "scnet")]
+        procedure: String,
+        /// TPS λ for point transfer (reference eval.py: 0).
+        #[arg(long, default_value_t = 0.0)]
+        tps_lambda: f64,
+        /// `datasets/` folder.
+        #[arg(long, default_value = "datasets")]
+        datasets: PathBuf,
+        /// Output folder (default: `runs/<experiment>/<hash>/eval`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Align your own images: θ, the warped source, a checkerboard, and the matches figure.
+    Align {
+        /// Source image (warped onto the target).
+        source: PathBuf,
+        /// Target image.
+        target: PathBuf,
+        /// Checkpoint.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// CSV of target points `x,y` (1-based pixels) to transfer into the source.
+        #[arg(long)]
+        points: Option<PathBuf>,
+        /// TPS λ of the warp.
+        #[arg(long, default_value_t = 0.0)]
+        tps_lambda: f64,
     },
     /// List runs with their status (a RUNNING run whose process died shows as CRASHED).
     Runs {
@@ -171,6 +217,38 @@ pub fn run(cli: Cli) -> Result<()> {
             dry_run,
             root,
         } => exp(&file, &set, resume, allow_config_change, dry_run, &root),
+        Command::Eval {
+            checkpoint,
+            dataset,
+            alpha,
+            procedure,
+            tps_lambda,
+            datasets,
+            out,
+        } => eval::run(eval::EvalArgs {
+            checkpoint,
+            dataset,
+            alpha,
+            procedure,
+            tps_lambda,
+            datasets,
+            out,
+        }),
+        Command::Align {
+            source,
+            target,
+            checkpoint,
+            out,
+            points,
+            tps_lambda,
+        } => align::run(align::AlignArgs {
+            source,
+            target,
+            checkpoint,
+            out,
+            points,
+            tps_lambda,
+        }),
         Command::Runs { runs } => {
             let found = crate::experiment::compare::find_runs(&runs);
             if found.is_empty() {

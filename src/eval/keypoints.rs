@@ -48,7 +48,11 @@ impl KeypointSet {
 
     /// PF-WILLOW's 900 pairs from `root` (images decoded once).
     pub fn pf_willow(root: &Path) -> Result<Self> {
-        let pairs = willow_pairs_from_mat(root)?;
+        Self::load(root, willow_pairs_from_mat(root)?)
+    }
+
+    /// Pairs whose images live under `root` (decoded once); a missing image is an error naming it.
+    pub fn load(root: &Path, pairs: Vec<KeypointPair>) -> Result<Self> {
         let mut images = HashMap::new();
         for p in &pairs {
             for path in [&p.source, &p.target] {
@@ -81,6 +85,19 @@ impl KeypointSet {
     }
 }
 
+/// How PCK's reference length is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Procedure {
+    /// Larger side of the source keypoints' bounding box (PF-WILLOW; PF-PASCAL 'pf').
+    BoundingBox,
+    /// Keypoints rescaled to a 224×224 frame of their own image, `L = 224` (PF-PASCAL 'scnet',
+    /// the camera-ready protocol).
+    ImageSize224,
+}
+
+/// Per-pair PCK of a prediction kind: `(class, model PCK, identity PCK)`.
+pub type PairPck = (String, Option<f64>, Option<f64>);
+
 /// Result of an evaluation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PckResult {
@@ -92,7 +109,7 @@ pub struct PckResult {
     pub pairs: usize,
 }
 
-/// PCK@α of `model` (an inference copy) on `set`, in batches of `batch`.
+/// PCK@α of `model` (an inference copy) on `set`, in batches of `batch` (bounding-box procedure).
 pub fn evaluate(
     model: &TwoStage,
     set: &KeypointSet,
@@ -102,6 +119,38 @@ pub fn evaluate(
     tps: &Tps,
     batch: usize,
 ) -> Result<PckResult> {
+    let per_pair = evaluate_pairs(
+        model,
+        set,
+        scored,
+        norm,
+        alpha,
+        tps,
+        batch,
+        Procedure::BoundingBox,
+        &mut |_| {},
+    )?;
+    Ok(PckResult {
+        model: mean_over_pairs(per_pair.iter().map(|p| p.1)).unwrap_or(0.0),
+        identity: mean_over_pairs(per_pair.iter().map(|p| p.2)).unwrap_or(0.0),
+        pairs: set.pairs.len(),
+    })
+}
+
+/// Per-pair PCK (and the identity's) of `model` on `set`; `progress` is called after each batch
+/// with the number of pairs done.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_pairs(
+    model: &TwoStage,
+    set: &KeypointSet,
+    scored: Scored,
+    norm: Normalization,
+    alpha: f64,
+    tps: &Tps,
+    batch: usize,
+    procedure: Procedure,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<PairPck>> {
     let device = crate::device::inference();
     let size = model.image_size;
     let input = |path: &Path| {
@@ -113,8 +162,7 @@ pub fn evaluate(
             norm,
         )
     };
-    let mut per_pair = Vec::new();
-    let mut identity = Vec::new();
+    let mut out = Vec::new();
     for chunk in set.pairs.chunks(batch.max(1)) {
         let source = Tensor::cat(chunk.iter().map(|p| input(&p.source)).collect(), 0);
         let target = Tensor::cat(chunk.iter().map(|p| input(&p.target)).collect(), 0);
@@ -147,16 +195,29 @@ pub fn evaluate(
         };
         for (p, pred) in chunk.iter().zip(&predictions) {
             let (ss, ts) = (set.size(&p.source), set.size(&p.target));
-            let reference = bounding_box_size(&p.source_points);
-            let moved = transfer(pred, &p.target_points, ts, ss, tps)?;
-            per_pair.push(pck(&moved, &p.source_points, alpha, reference));
-            let still = transfer(&Prediction::Identity, &p.target_points, ts, ss, tps)?;
-            identity.push(pck(&still, &p.source_points, alpha, reference));
+            let frame = |pts: &[(f64, f64)], (h, w): (usize, usize)| -> Vec<(f64, f64)> {
+                match procedure {
+                    Procedure::BoundingBox => pts.to_vec(),
+                    Procedure::ImageSize224 => pts
+                        .iter()
+                        .map(|&(x, y)| (x * 224.0 / w as f64, y * 224.0 / h as f64))
+                        .collect(),
+                }
+            };
+            let (src_pts, tgt_pts) = (frame(&p.source_points, ss), frame(&p.target_points, ts));
+            let (ss, ts, reference) = match procedure {
+                Procedure::BoundingBox => (ss, ts, bounding_box_size(&src_pts)),
+                Procedure::ImageSize224 => ((224, 224), (224, 224), 224.0),
+            };
+            let moved = transfer(pred, &tgt_pts, ts, ss, tps)?;
+            let still = transfer(&Prediction::Identity, &tgt_pts, ts, ss, tps)?;
+            out.push((
+                p.class.clone(),
+                pck(&moved, &src_pts, alpha, reference),
+                pck(&still, &src_pts, alpha, reference),
+            ));
         }
+        progress(out.len());
     }
-    Ok(PckResult {
-        model: mean_over_pairs(per_pair).unwrap_or(0.0),
-        identity: mean_over_pairs(identity).unwrap_or(0.0),
-        pairs: set.pairs.len(),
-    })
+    Ok(out)
 }

@@ -39,6 +39,8 @@ pub const MODEL: &str = "model.bpk";
 pub const OPTIMIZER: &str = "optimizer.bin";
 /// [`TrainState`] as JSON.
 pub const STATE: &str = "state.json";
+/// The resolved experiment (architecture for `weakalign eval` / `align`).
+pub const CONFIG: &str = "config.toml";
 /// Checksums, written last.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -186,4 +188,41 @@ pub fn retain(root: &Path, keep_last: usize, keep_best: usize, keep: &Path) -> R
         }
     }
     Ok(())
+}
+
+/// Loads the model of a checkpoint for inference: `path` is a step directory, its `model.bpk`,
+/// or a run's checkpoint folder (its newest valid step). Returns the model, its experiment and
+/// the step directory.
+pub fn load_model(
+    path: &Path,
+) -> Result<(crate::model::TwoStage, super::config::Experiment, PathBuf)> {
+    let bad = |reason: String| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = if path.is_file() {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else if path.join(MODEL).is_file() {
+        path.to_path_buf()
+    } else if path.is_dir() {
+        latest_valid(path, |w| eprintln!("warning: {w}"))
+            .map(|(d, _)| d)
+            .ok_or_else(|| bad("no valid checkpoint in this folder".into()))?
+    } else {
+        return Err(bad("no such checkpoint (give a step-N folder, its model.bpk, or a run's checkpoint folder)".into()));
+    };
+    verify(&dir).map_err(|why| bad(format!("invalid checkpoint {}: {why}", dir.display())))?;
+    let config = dir.join(CONFIG);
+    let exp = super::config::load(&config, &[])?;
+    let r = super::resolve::resolve(&exp, &config)?;
+    let model_config = crate::model::ModelConfig {
+        backbone: r.backbone,
+        image_size: exp.model.image_size,
+        normalize_features: true,
+        normalize_matches: exp.model.normalize_matches,
+        identity_init: false,
+    };
+    let mut model = model_config.init_two_stage(&crate::device::inference())?;
+    crate::weights::load_record(&mut model, &dir.join(MODEL))?;
+    Ok((model, exp, dir))
 }

@@ -839,6 +839,10 @@ fn train(
                 state.metrics_lines = metrics.lines;
                 let valid = model.valid();
                 let dir = checkpoint::save(&run.checkpoints, &state, |tmp| {
+                    crate::fsutil::write_atomic(
+                        &tmp.join(checkpoint::CONFIG),
+                        exp.to_toml().as_bytes(),
+                    )?;
                     weights::save_record(&valid, &tmp.join(checkpoint::MODEL))?;
                     optim
                         .save(tmp.join(checkpoint::OPTIMIZER))
