@@ -4,13 +4,14 @@
 //! against ground truth: a ground-truth pixel is valid where `u_gt < 1e9`; the accuracy at
 //! threshold `t` (`T1 … T50`) is `1 − #{valid, ‖flow − flow_gt‖ > t/100 · max(H, W)} / #valid`,
 //! with `H, W` the size of the *other* image's ground-truth flow; T5 is the number papers report.
-//! A method's flow of another size is first resized the kit's way: MATLAB `imresize` bilinear on
-//! each component, vectors rescaled to the new image sizes, and pixels invalidated where any
-//! interpolation input was invalid. `Average` is the mean over rows, `w/o flip` over rows whose pair
-//! has `flip_gt = 0`.
+//! A method's flow of another size is first resized the kit's way (its C++ tool, which wrote the
+//! sample's `scores.csv`): OpenCV `INTER_LINEAR` on each component, vectors rescaled to the new
+//! image sizes, pixels invalidated where interpolation touched an invalid one; everything in f32.
+//! `Average` is the mean over rows, `w/o flip` over rows whose pair has `flip_gt = 0`.
 //!
 //! ## Reference
-//! TSS evaluation kit: `RunEvaluation.m`, `compute_scores.m`, `resize_flows.m`
+//! TSS evaluation kit: `EvalToolVC` (`main.cpp` `compute_score`, `CvUtils.h` `ResizeFlow`,
+//! `computeFlowError`); the MATLAB tool (`RunEvaluation.m`) defines the same metric
 //! (weakalign-reference §10.4, §17); weakalign `geotnf/flow.py` for flow from a sampling grid.
 
 use crate::data::tss::{Flow, UNKNOWN_FLOW};
@@ -18,174 +19,131 @@ use crate::data::tss::{Flow, UNKNOWN_FLOW};
 /// Value written into invalid flow pixels.
 pub const INVALID: f32 = 1e10;
 
-/// MATLAB `imresize(..., 'bilinear')` weights along one axis: for each output index, the input
-/// indices and weights (antialiasing when shrinking, mirrored borders, weights normalized).
-fn contributions(in_len: usize, out_len: usize) -> Vec<Vec<(usize, f64)>> {
-    let scale = out_len as f64 / in_len as f64;
-    let (kernel_scale, width) = if scale < 1.0 {
-        (scale, 2.0 / scale)
-    } else {
-        (1.0, 2.0)
-    };
-    let tri = |x: f64| (1.0 - x.abs()).max(0.0);
-    (1..=out_len)
+/// Linear-interpolation taps of OpenCV's `cv::resize(INTER_LINEAR)` along one axis, in f32 as
+/// OpenCV computes them: `f = (x + 0.5)·in/out − 0.5`, clamped to the border.
+fn taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32, f32)> {
+    let scale = 1.0 / (out_len as f64 / in_len as f64);
+    (0..out_len)
         .map(|x| {
-            let u = x as f64 / scale + 0.5 * (1.0 - 1.0 / scale);
-            let left = (u - width / 2.0).floor() as i64;
-            let taps = width.ceil() as i64 + 2;
-            let mut w: Vec<(i64, f64)> = (0..taps)
-                .map(|k| {
-                    (
-                        left + k,
-                        kernel_scale * tri(kernel_scale * (u - (left + k) as f64)),
-                    )
-                })
-                .collect();
-            let sum: f64 = w.iter().map(|p| p.1).sum();
-            for p in &mut w {
-                p.1 /= sum;
+            let f = ((x as f64 + 0.5) * scale - 0.5) as f32;
+            let mut s = f.floor() as i64;
+            let mut frac = f - s as f32;
+            if s < 0 {
+                s = 0;
+                frac = 0.0;
             }
-            let n = in_len as i64;
-            w.into_iter()
-                .filter(|p| p.1 != 0.0)
-                .map(|(i, wt)| {
-                    // Mirror out-of-range indices (1-based), as MATLAB's `[1:n, n:-1:1]`.
-                    let mut j = (i - 1).rem_euclid(2 * n);
-                    if j >= n {
-                        j = 2 * n - 1 - j;
-                    }
-                    (j as usize, wt)
-                })
-                .collect()
+            if s >= in_len as i64 - 1 {
+                s = in_len as i64 - 1;
+                frac = 0.0;
+            }
+            let s = s as usize;
+            (s, (s + 1).min(in_len - 1), 1.0 - frac, frac)
         })
         .collect()
 }
 
-/// Resizes a single-channel row-major image with MATLAB's bilinear `imresize`: separable passes,
-/// rows first (MATLAB resizes the dimension with the smaller scale first, rows on ties), each
-/// output a sequential sum over its taps. Also reports, per output pixel, whether every input
-/// with non-zero weight satisfied `valid` (the kit's `imresize(bwdist(valid)) == 0`).
-fn imresize(
-    src: &[f64],
+/// `cv::resize(INTER_LINEAR)` of a row-major f32 image with `channels` interleaved channels:
+/// horizontal pass per row, then vertical, in f32.
+fn resize_linear(
+    src: &[f32],
     (h, w): (usize, usize),
+    channels: usize,
     (nh, nw): (usize, usize),
-    valid: &[bool],
-) -> (Vec<f64>, Vec<bool>) {
-    let rows = contributions(h, nh);
-    let cols = contributions(w, nw);
-    let (rows, cols, rows_first) = (rows, cols, (nh as f64 / h as f64) <= (nw as f64 / w as f64));
-    let mut out = vec![0.0; nh * nw];
-    let mut ok = vec![true; nh * nw];
-    if rows_first {
-        let mut mid = vec![0.0; nh * w];
-        let mut mid_ok = vec![true; nh * w];
-        for (y, taps) in rows.iter().enumerate() {
-            for x in 0..w {
-                let (mut acc, mut all) = (0.0, true);
-                for &(sy, wy) in taps {
-                    acc += wy * src[sy * w + x];
-                    all &= valid[sy * w + x];
+) -> Vec<f32> {
+    let (tx, ty) = (taps(w, nw), taps(h, nh));
+    let rows: Vec<Vec<f32>> = (0..h)
+        .map(|y| {
+            let row = &src[y * w * channels..(y + 1) * w * channels];
+            let mut out = vec![0.0f32; nw * channels];
+            for (x, &(s0, s1, a0, a1)) in tx.iter().enumerate() {
+                for c in 0..channels {
+                    out[x * channels + c] =
+                        row[s0 * channels + c] * a0 + row[s1 * channels + c] * a1;
                 }
-                mid[y * w + x] = acc;
-                mid_ok[y * w + x] = all;
             }
-        }
-        for y in 0..nh {
-            for (x, taps) in cols.iter().enumerate() {
-                let (mut acc, mut all) = (0.0, true);
-                for &(sx, wx) in taps {
-                    acc += wx * mid[y * w + sx];
-                    all &= mid_ok[y * w + sx];
-                }
-                out[y * nw + x] = acc;
-                ok[y * nw + x] = all;
-            }
-        }
-    } else {
-        let mut mid = vec![0.0; h * nw];
-        let mut mid_ok = vec![true; h * nw];
-        for y in 0..h {
-            for (x, taps) in cols.iter().enumerate() {
-                let (mut acc, mut all) = (0.0, true);
-                for &(sx, wx) in taps {
-                    acc += wx * src[y * w + sx];
-                    all &= valid[y * w + sx];
-                }
-                mid[y * nw + x] = acc;
-                mid_ok[y * nw + x] = all;
-            }
-        }
-        for (y, taps) in rows.iter().enumerate() {
-            for x in 0..nw {
-                let (mut acc, mut all) = (0.0, true);
-                for &(sy, wy) in taps {
-                    acc += wy * mid[sy * nw + x];
-                    all &= mid_ok[sy * nw + x];
-                }
-                out[y * nw + x] = acc;
-                ok[y * nw + x] = all;
-            }
+            out
+        })
+        .collect();
+    let mut out = vec![0.0f32; nh * nw * channels];
+    for (y, &(s0, s1, b0, b1)) in ty.iter().enumerate() {
+        for i in 0..nw * channels {
+            out[y * nw * channels + i] = rows[s0][i] * b0 + rows[s1][i] * b1;
         }
     }
-    (out, ok)
+    out
 }
 
-/// Resizes a method's flow (defined on image A, pointing into image B) to the ground-truth sizes,
-/// as the kit's `resize_flows`: components resized bilinearly, vectors mapped through the old and
-/// new sizes of both images, invalid where any input pixel was invalid.
-///
-/// Values stay in f64, as the kit computes in double precision.
+fn valid_pixel(u: f32, v: f32) -> bool {
+    u.abs() <= UNKNOWN_FLOW && v.abs() <= UNKNOWN_FLOW
+}
+
+/// Resizes a method's flow on image A (pointing into image B) to the ground-truth sizes, as the
+/// kit's `ResizeFlow`: components resized linearly, vectors mapped through the old and new sizes
+/// of both images (0-based pixel grids), and pixels whose interpolation touched an invalid pixel
+/// set to unknown (1e10). All in f32, as the kit.
 pub fn resize_flow(
     flow: &Flow,
     size_b: (usize, usize),
     new_a: (usize, usize),
     new_b: (usize, usize),
-) -> Vec<f64> {
+) -> Flow {
     let (h, w) = (flow.height, flow.width);
     if (h, w) == new_a && size_b == new_b {
-        return flow.uv.iter().map(|&v| v as f64).collect();
+        return flow.clone();
     }
-    let valid: Vec<bool> = flow
+    let valid: Vec<f32> = flow
         .uv
         .chunks(2)
-        .map(|p| p[0].abs() < UNKNOWN_FLOW && p[1].abs() < UNKNOWN_FLOW)
+        .map(|p| if valid_pixel(p[0], p[1]) { 1.0 } else { 0.0 })
         .collect();
-    let component = |c: usize| -> Vec<f64> { flow.uv.chunks(2).map(|p| p[c] as f64).collect() };
-    let (u, ok) = imresize(&component(0), (h, w), new_a, &valid);
-    let (v, _) = imresize(&component(1), (h, w), new_a, &valid);
+    let valid = resize_linear(&valid, (h, w), 1, new_a);
+    let resized = resize_linear(&flow.uv, (h, w), 2, new_a);
     let (nh, nw) = new_a;
+    let (sx_old, sy_old) = ((w as f64 / nw as f64) as f32, (h as f64 / nh as f64) as f32);
+    let (sx_new, sy_new) = (
+        (new_b.1 as f64 / size_b.1 as f64) as f32,
+        (new_b.0 as f64 / size_b.0 as f64) as f32,
+    );
     let mut uv = Vec::with_capacity(2 * nh * nw);
     for y in 0..nh {
         for x in 0..nw {
             let i = y * nw + x;
-            if !ok[i] {
-                uv.extend([INVALID as f64, INVALID as f64]);
+            if valid[i] != 1.0 {
+                uv.extend([INVALID, INVALID]);
                 continue;
             }
-            let (nx, ny) = ((x + 1) as f64, (y + 1) as f64);
-            let (ox, oy) = (nx / nw as f64 * w as f64, ny / nh as f64 * h as f64);
-            let fu = (u[i] + ox) / size_b.1 as f64 * new_b.1 as f64 - nx;
-            let fv = (v[i] + oy) / size_b.0 as f64 * new_b.0 as f64 - ny;
-            uv.extend([fu, fv]);
+            let (gx, gy) = (x as f32, y as f32);
+            uv.push((resized[2 * i] + gx * sx_old) * sx_new - gx);
+            uv.push((resized[2 * i + 1] + gy * sy_old) * sy_new - gy);
         }
     }
-    uv
+    Flow {
+        height: nh,
+        width: nw,
+        uv,
+    }
 }
 
-/// Flow accuracy at thresholds `1..=50` % of `reference_side` (the other image's larger side);
-/// `flow` is `(u, v)` interleaved at the ground truth's size.
-pub fn flow_accuracy(flow: &[f64], truth: &Flow, reference_side: usize) -> [f64; 50] {
+/// Flow accuracy at thresholds `1..=50` % of `reference_side` (the other image's larger side),
+/// over the ground truth's valid pixels; errors in f32 as the kit, and 1000 where exactly one of
+/// the two flows is unknown.
+pub fn flow_accuracy(flow: &Flow, truth: &Flow, reference_side: usize) -> [f64; 50] {
     let mut errors = Vec::new();
-    for (p, g) in flow.chunks(2).zip(truth.uv.chunks(2)) {
-        if g[0] < UNKNOWN_FLOW {
-            let (du, dv) = (p[0] - g[0] as f64, p[1] - g[1] as f64);
-            errors.push((du * du + dv * dv).sqrt());
+    for (p, g) in flow.uv.chunks(2).zip(truth.uv.chunks(2)) {
+        let (vp, vg) = (valid_pixel(p[0], p[1]), valid_pixel(g[0], g[1]));
+        if vg {
+            let (du, dv) = (p[0] - g[0], p[1] - g[1]);
+            errors.push(if vp {
+                (du * du + dv * dv).sqrt()
+            } else {
+                1000.0
+            });
         }
     }
     let n = errors.len().max(1) as f64;
     let mut out = [0.0; 50];
     for (k, o) in out.iter_mut().enumerate() {
-        let threshold = (k + 1) as f64 / 100.0 * reference_side as f64;
+        let threshold = ((k + 1) as f64 / 100.0 * reference_side as f64) as f32;
         *o = 1.0 - errors.iter().filter(|&&e| e > threshold).count() as f64 / n;
     }
     out
