@@ -420,6 +420,30 @@ fn eval_and_align_use_a_checkpoint() {
         "eval {ours} vs runner {runner}: one implementation"
     );
     assert!(report["pck"]["identity"]["per_class"]["fish"].is_number());
+    // TSS: flows written as .flo at each target image's resolution, scored with the kit's metric.
+    if root().join("datasets/tss-sample").is_dir() {
+        let t = Command::new(binary())
+            .args(["eval", "--dataset", "tss", "--datasets"])
+            .arg(root().join("datasets"))
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(t.status.success(), "{}", text(&t));
+        let tss: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("tss.json")).unwrap()).unwrap();
+        assert!(tss["subsets"]["PASCAL"]["identity"].is_number());
+        let flow =
+            weakalign::data::tss::read_flo(&out.join("tss/aff_tps/PASCAL/bike_01_02/flow1.flo"))
+                .unwrap();
+        let (w, h) = ::image::image_dimensions(
+            root().join("datasets/tss-sample/TSS_CVPR2016/PASCAL/bike_01_02/image1.png"),
+        )
+        .unwrap();
+        assert_eq!((flow.width, flow.height), (w as usize, h as usize));
+    }
     // align two embedded images, with keypoints.
     let images = dir.path().join("images");
     let emb = Command::new(binary())

@@ -209,7 +209,7 @@ fn tss(
     let pairs = tss_pairs(&root)?;
     let device = crate::device::inference();
     let size = model.image_size;
-    let mut rows: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new(); // subset → (aff T5, aff_tps T5)
+    let mut rows: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new(); // subset → T5 of (identity, aff, aff_tps)
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
     for pair in &pairs {
         let images = [load_rgb(&pair.image(1))?, load_rgb(&pair.image(2))?];
@@ -234,7 +234,9 @@ fn tss(
             let aff = AffineTheta::new(out.theta_aff.into_tensor())?;
             let q = TpsTheta::new(out.theta_tps.into_tensor())?;
             let spline = Tps::new(args.tps_lambda)?;
+            let identity = AffineTheta::identity(1, &device, burn::tensor::DType::F32);
             let grids = [
+                sampling_grid(&identity, [th, tw], GridFactors::default())?,
                 sampling_grid(&aff, [th, tw], GridFactors::default())?,
                 Composed {
                     affine: &aff,
@@ -265,7 +267,7 @@ fn tss(
             .to_path_buf();
         let gt = [read_flo(&pair.flow(1))?, read_flo(&pair.flow(2))?];
         let mut t5 = Vec::new();
-        for (k, kind) in ["aff", "aff_tps"].iter().enumerate() {
+        for (k, kind) in ["identity", "aff", "aff_tps"].iter().enumerate() {
             let dir = out_dir.join("tss").join(kind).join(&rel);
             write_flo(&dir.join("flow1.flo"), &flows[0][k])?;
             write_flo(&dir.join("flow2.flo"), &flows[1][k])?;
@@ -274,24 +276,22 @@ fn tss(
         }
         rows.entry(pair.subset.clone())
             .or_default()
-            .push((t5[0], t5[1]));
+            .push([t5[0], t5[1], t5[2]]);
         bar.inc(1);
     }
     bar.finish_and_clear();
     let mut md = String::from(
-        "# TSS flow accuracy (T5: error ≤ 5 % of the larger image side, foreground pixels)\n\n| subset | pairs | affine | affine∘TPS |\n|---|---|---|---|\n",
+        "# TSS flow accuracy (T5: error ≤ 5 % of the larger image side, foreground pixels)\n\n| subset | pairs | affine | affine∘TPS | identity |\n|---|---|---|---|---|\n",
     );
     let mut json = serde_json::Map::new();
     for (subset, v) in &rows {
         let n = v.len() as f64;
-        let (a, b) = (
-            v.iter().map(|x| x.0).sum::<f64>() / n,
-            v.iter().map(|x| x.1).sum::<f64>() / n,
-        );
-        md += &format!("| {subset} | {} | {a:.4} | {b:.4} |\n", v.len());
+        let mean = |k: usize| v.iter().map(|x| x[k]).sum::<f64>() / n;
+        let (i, a, b) = (mean(0), mean(1), mean(2));
+        md += &format!("| {subset} | {} | {a:.4} | {b:.4} | {i:.4} |\n", v.len());
         json.insert(
             subset.clone(),
-            serde_json::json!({"pairs": v.len(), "aff": a, "aff_tps": b}),
+            serde_json::json!({"pairs": v.len(), "aff": a, "aff_tps": b, "identity": i}),
         );
     }
     let report = serde_json::json!({"dataset": "tss", "protocol": {"metric": "kit flow accuracy T5", "alpha": 0.05, "frame": "larger side of the other image's ground truth", "tps_lambda": args.tps_lambda}, "subsets": json});
