@@ -63,12 +63,12 @@ pub enum Error {
         reason: String,
     },
     /// A file or directory operation failed.
-    #[error("{path}: {source}")]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The path involved.
         path: std::path::PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not repeated as a source).
+        cause: std::io::Error,
     },
     /// A scalar argument is outside its valid range.
     #[error("{op}: invalid `{arg}`: {reason}")]
@@ -100,7 +100,7 @@ impl Error {
     pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -349,7 +349,7 @@ pub fn load_imagenet(backbone: &mut Backbone, dir: &Path) -> Result<LoadReport> 
 pub fn save_record<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Result<()> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;

@@ -13,7 +13,9 @@ use crate::geometry::Tps;
 /// Options of `weakalign eval`.
 pub struct EvalArgs {
     /// Checkpoint (step folder, its model.bpk, or a run's checkpoint folder).
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
+    /// Or: the authors' two-stage checkpoint converted to safetensors, with its backbone.
+    pub official: Option<(PathBuf, String)>,
     /// `embedded`, `pf-willow`, `pf-pascal` or `tss`.
     pub dataset: String,
     /// PCK α.
@@ -49,9 +51,48 @@ fn summarize(pairs: &[PairPck], pick: fn(&PairPck) -> Option<f64>) -> serde_json
     })
 }
 
+/// The model to evaluate, its experiment (defaults for an official checkpoint) and its source.
+fn model(
+    args: &EvalArgs,
+) -> Result<(
+    crate::model::TwoStage,
+    crate::experiment::config::Experiment,
+    PathBuf,
+)> {
+    match (&args.checkpoint, &args.official) {
+        (Some(c), None) => Ok(load_model(c)?),
+        (None, Some((file, backbone))) => {
+            let mut exp = crate::experiment::config::Experiment {
+                name: "official".into(),
+                ..Default::default()
+            };
+            exp.model.backbone = backbone.clone();
+            exp.model.image_size = 240; // the authors' models
+            let r = crate::experiment::resolve::resolve(&exp, file)?;
+            let config = crate::model::ModelConfig {
+                backbone: r.backbone,
+                image_size: 240,
+                ..Default::default()
+            };
+            let mut m = config.init_two_stage(&crate::device::inference())?;
+            let report = crate::weights::load_official_two_stage(&mut m, file)?;
+            if !report.unexpected.is_empty() {
+                eprintln!(
+                    "warning: {} keys of {} were not used: {:?}",
+                    report.unexpected.len(),
+                    file.display(),
+                    report.unexpected
+                );
+            }
+            Ok((m, exp, file.clone()))
+        }
+        _ => bail!("give exactly one of --checkpoint and --official"),
+    }
+}
+
 /// Runs the evaluation and writes `<dataset>.json` and `<dataset>.md`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let (model, exp, step_dir) = load_model(&args.checkpoint)?;
+    let (model, exp, step_dir) = model(&args)?;
     let norm = crate::experiment::resolve::resolve(&exp, &step_dir)?
         .backbone
         .normalization();
@@ -64,6 +105,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     });
     if args.dataset == "tss" {
         return tss(&model, norm, &args, &out_dir);
+    }
+    if args.dataset == "caltech-101" {
+        return caltech(&model, norm, &args, &out_dir);
     }
     let (set, procedure, reference) = match args.dataset.as_str() {
         "embedded" => {
@@ -80,7 +124,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "max side of the source keypoint bounding box",
         ),
         "pf-pascal" => {
-            let root = args.datasets.join("pf-pascal");
+            // Full dataset at datasets/pf-pascal; the annotations-only copy has the pair list.
+            let root = ["pf-pascal", "pf-pascal-annotations-only"]
+                .iter()
+                .map(|d| args.datasets.join(d))
+                .find(|d| d.join("test_pairs_pf_pascal.csv").is_file())
+                .unwrap_or_else(|| args.datasets.join("pf-pascal"));
             let csv = root.join("test_pairs_pf_pascal.csv");
             let pairs = crate::data::pf::read_pascal_csv(&csv)?;
             let set = KeypointSet::load(&root, pairs).with_context(|| {
@@ -296,4 +345,105 @@ fn tss(
     }
     let report = serde_json::json!({"dataset": "tss", "protocol": {"metric": "kit flow accuracy T5", "alpha": 0.05, "frame": "larger side of the other image's ground truth", "tps_lambda": args.tps_lambda}, "subsets": json});
     write_report(out_dir, "tss", &report, &md)
+}
+
+/// Caltech-101 label transfer (needs `test_pairs_caltech_with_category.csv` with polygons).
+fn caltech(
+    model: &crate::model::TwoStage,
+    norm: crate::backbone::Normalization,
+    args: &EvalArgs,
+    out_dir: &Path,
+) -> Result<()> {
+    use crate::data::image::{load_rgb, normalize, resize};
+    use crate::eval::caltech::{label_transfer, polygon_mask};
+    use crate::geometry::{
+        AffineTheta, ComposeBorder, Composed, GridFactors, Theta, sampling_grid,
+    };
+
+    let root = args.datasets.join("caltech-101");
+    let csv = root.join("test_pairs_caltech_with_category.csv");
+    if !csv.is_file() {
+        bail!(
+            "{} is missing: Caltech-101 evaluation needs the authors' pair list with object polygons (the images alone are not enough)",
+            csv.display()
+        );
+    }
+    let pairs = crate::data::caltech::read_pairs(&csv)?;
+    let device = crate::device::inference();
+    let size = model.image_size;
+    let spline = Tps::new(args.tps_lambda)?;
+    let mut sums = [[0.0f64; 3]; 3]; // kind × (lt_acc, iou, loc_err)
+    let mut counts = [[0usize; 3]; 3];
+    let bar = indicatif::ProgressBar::new(pairs.len() as u64);
+    for p in &pairs {
+        let (src, tgt) = (
+            load_rgb(&root.join(&p.source))?,
+            load_rgb(&root.join(&p.target))?,
+        );
+        let input = |img: &crate::data::image::RgbImage| {
+            normalize(
+                resize(
+                    img.to_tensor(&device, burn::tensor::DType::F32),
+                    [size, size],
+                ),
+                norm,
+            )
+        };
+        let out = model.forward(input(&src), input(&tgt))?;
+        let (th, tw) = (tgt.height, tgt.width);
+        let identity = AffineTheta::identity(1, &device, burn::tensor::DType::F32);
+        let grids = [
+            sampling_grid(&identity, [th, tw], GridFactors::default())?,
+            sampling_grid(&out.theta_aff, [th, tw], GridFactors::default())?,
+            Composed {
+                affine: &out.theta_aff,
+                tps: spline.warp(&out.theta_tps),
+            }
+            .grid([th, tw], GridFactors::default(), ComposeBorder::Analytic)?,
+        ];
+        let (ms, mt) = (
+            polygon_mask(&p.source_polygon, src.height, src.width),
+            polygon_mask(&p.target_polygon, th, tw),
+        );
+        for (k, g) in grids.into_iter().enumerate() {
+            let v = g
+                .into_data()
+                .convert::<f64>()
+                .try_into_vec::<f64>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let locs: Vec<(f64, f64)> = v.chunks(2).map(|q| (q[0], q[1])).collect();
+            let s = label_transfer(&ms, &mt, &locs)?;
+            for (j, value) in [Some(s.lt_acc), Some(s.iou), s.loc_err]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(x) = value {
+                    sums[k][j] += x;
+                    counts[k][j] += 1;
+                }
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let mean = |k: usize, j: usize| sums[k][j] / counts[k][j].max(1) as f64;
+    let mut md = format!(
+        "# Caltech-101 label transfer ({} pairs)\n\n| transform | LT-ACC | IoU | LOC-ERR |\n|---|---|---|---|\n",
+        pairs.len()
+    );
+    let mut json = serde_json::Map::new();
+    for (k, name) in ["identity", "aff", "aff_tps"].iter().enumerate() {
+        md += &format!(
+            "| {name} | {:.4} | {:.4} | {:.4} |\n",
+            mean(k, 0),
+            mean(k, 1),
+            mean(k, 2)
+        );
+        json.insert(
+            name.to_string(),
+            serde_json::json!({"lt_acc": mean(k, 0), "iou": mean(k, 1), "loc_err": mean(k, 2)}),
+        );
+    }
+    let report = serde_json::json!({"dataset": "caltech-101", "pairs": pairs.len(), "protocol": {"resolution": "target's original", "threshold": 0.5, "tps_lambda": args.tps_lambda}, "scores": json});
+    write_report(out_dir, "caltech-101", &report, &md)
 }

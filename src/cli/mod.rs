@@ -47,8 +47,14 @@ pub enum Command {
     Eval {
         /// Checkpoint: a `checkpoints/<run>/step-N` folder, its model.bpk, or the run's folder.
         #[arg(long)]
-        checkpoint: PathBuf,
-        /// `embedded`, `pf-willow`, `pf-pascal` or `tss`.
+        checkpoint: Option<PathBuf>,
+        /// Or the authors' two-stage checkpoint converted with tools/convert_checkpoint.py.
+        #[arg(long, conflicts_with = "checkpoint")]
+        official: Option<PathBuf>,
+        /// Backbone of an official checkpoint (`resnet101` or `vgg16`).
+        #[arg(long, default_value = "resnet101")]
+        backbone: String,
+        /// `embedded`, `pf-willow`, `pf-pascal`, `tss` or `caltech-101`.
         #[arg(long, default_value = "embedded")]
         dataset: String,
         /// PCK threshold α.
@@ -219,6 +225,8 @@ pub fn run(cli: Cli) -> Result<()> {
         } => exp(&file, &set, resume, allow_config_change, dry_run, &root),
         Command::Eval {
             checkpoint,
+            official,
+            backbone,
             dataset,
             alpha,
             procedure,
@@ -227,6 +235,7 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
         } => eval::run(eval::EvalArgs {
             checkpoint,
+            official: official.map(|f| (f, backbone)),
             dataset,
             alpha,
             procedure,

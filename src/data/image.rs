@@ -30,13 +30,13 @@ pub struct RgbImage {
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let reader = image::ImageReader::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let decoded = reader
         .with_guessed_format()
         .map_err(|source| Error::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?
         .decode()
         .map_err(|e| Error::Image {

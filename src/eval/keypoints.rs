@@ -195,29 +195,104 @@ pub fn evaluate_pairs(
         };
         for (p, pred) in chunk.iter().zip(&predictions) {
             let (ss, ts) = (set.size(&p.source), set.size(&p.target));
-            let frame = |pts: &[(f64, f64)], (h, w): (usize, usize)| -> Vec<(f64, f64)> {
-                match procedure {
-                    Procedure::BoundingBox => pts.to_vec(),
-                    Procedure::ImageSize224 => pts
-                        .iter()
-                        .map(|&(x, y)| (x * 224.0 / w as f64, y * 224.0 / h as f64))
-                        .collect(),
-                }
-            };
-            let (src_pts, tgt_pts) = (frame(&p.source_points, ss), frame(&p.target_points, ts));
-            let (ss, ts, reference) = match procedure {
-                Procedure::BoundingBox => (ss, ts, bounding_box_size(&src_pts)),
-                Procedure::ImageSize224 => ((224, 224), (224, 224), 224.0),
-            };
-            let moved = transfer(pred, &tgt_pts, ts, ss, tps)?;
-            let still = transfer(&Prediction::Identity, &tgt_pts, ts, ss, tps)?;
-            out.push((
-                p.class.clone(),
-                pck(&moved, &src_pts, alpha, reference),
-                pck(&still, &src_pts, alpha, reference),
-            ));
+            let (model_pck, identity_pck) = pair_pck(pred, p, ss, ts, procedure, alpha, tps)?;
+            out.push((p.class.clone(), model_pck, identity_pck));
         }
         progress(out.len());
     }
     Ok(out)
+}
+
+/// PCK of one pair for a prediction and for the identity, under a procedure: keypoints in the
+/// images' pixels (`BoundingBox`) or rescaled to a 224×224 frame of their own image
+/// (`ImageSize224`, `L = 224`). Sizes are `(h, w)`.
+pub fn pair_pck(
+    prediction: &Prediction,
+    pair: &KeypointPair,
+    source_size: (usize, usize),
+    target_size: (usize, usize),
+    procedure: Procedure,
+    alpha: f64,
+    tps: &Tps,
+) -> Result<(Option<f64>, Option<f64>)> {
+    let frame = |pts: &[(f64, f64)], (h, w): (usize, usize)| -> Vec<(f64, f64)> {
+        match procedure {
+            Procedure::BoundingBox => pts.to_vec(),
+            Procedure::ImageSize224 => pts
+                .iter()
+                .map(|&(x, y)| (x * 224.0 / w as f64, y * 224.0 / h as f64))
+                .collect(),
+        }
+    };
+    let (src, tgt) = (
+        frame(&pair.source_points, source_size),
+        frame(&pair.target_points, target_size),
+    );
+    let (ss, ts, reference) = match procedure {
+        Procedure::BoundingBox => (source_size, target_size, bounding_box_size(&src)),
+        Procedure::ImageSize224 => ((224, 224), (224, 224), 224.0),
+    };
+    let moved = transfer(prediction, &tgt, ts, ss, tps)?;
+    let still = transfer(&Prediction::Identity, &tgt, ts, ss, tps)?;
+    Ok((
+        pck(&moved, &src, alpha, reference),
+        pck(&still, &src, alpha, reference),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scnet_and_pf_procedures_on_a_hand_built_pair() {
+        // Source 100×200 (h×w), target 200×400: the identity maps target (x, y) to about (x/2, y/2).
+        let pair = KeypointPair {
+            source: "s".into(),
+            target: "t".into(),
+            class: "c".into(),
+            source_points: vec![(50.0, 50.0), (150.0, 60.0), (100.0, 90.0)],
+            target_points: vec![(100.0, 100.0), (300.0, 120.0), (260.0, 180.0)],
+        };
+        let tps = Tps::new(0.0).unwrap();
+        let id = Prediction::Identity;
+        // 'pf': L = max side of the source keypoint box = 100; α·L = 10 px. Transferred points are
+        // ≈ (50.25, 50.25), (150.2, 60.2), (130.2, 90.2): two within 10 px, the third 30 px off.
+        let (m, i) = pair_pck(
+            &id,
+            &pair,
+            (100, 200),
+            (200, 400),
+            Procedure::BoundingBox,
+            0.1,
+            &tps,
+        )
+        .unwrap();
+        assert_eq!(m, Some(2.0 / 3.0));
+        assert_eq!(i, m);
+        // 'scnet': 224 frame, L = 224, α·L = 22.4 in that frame; the third point's error is
+        // 30·224/200 = 33.6 > 22.4, so still 2/3; with α = 0.2 (44.8) all three pass.
+        let (m, _) = pair_pck(
+            &id,
+            &pair,
+            (100, 200),
+            (200, 400),
+            Procedure::ImageSize224,
+            0.1,
+            &tps,
+        )
+        .unwrap();
+        assert_eq!(m, Some(2.0 / 3.0));
+        let (m, _) = pair_pck(
+            &id,
+            &pair,
+            (100, 200),
+            (200, 400),
+            Procedure::ImageSize224,
+            0.2,
+            &tps,
+        )
+        .unwrap();
+        assert_eq!(m, Some(1.0));
+    }
 }
