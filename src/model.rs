@@ -193,6 +193,21 @@ pub struct TwoStage {
 }
 
 impl TwoStage {
+    /// The correlation of the unwarped pair, as the model computes it.
+    ///
+    /// # Shapes
+    /// - `source`, `target`: `[batch, 3, S, S]`
+    /// - output: `[batch, h·w, h, w]`
+    fn stage1_correlation(&self, source: Tensor<4>, target: Tensor<4>) -> Result<Tensor<4>> {
+        let (l2, norm) = (self.normalize_features, self.normalize_matches);
+        correlate(
+            self.backbone.forward(source),
+            self.backbone.forward(target),
+            l2,
+            norm,
+        )
+    }
+
     /// Stage 1 alone (the affine CNNGeometric inside the two-stage model): what the strong
     /// affine stage trains.
     ///
@@ -210,13 +225,7 @@ impl TwoStage {
             &target,
             self.image_size,
         )?;
-        let (l2, norm) = (self.normalize_features, self.normalize_matches);
-        let corr = correlate(
-            self.backbone.forward(source),
-            self.backbone.forward(target),
-            l2,
-            norm,
-        )?;
+        let corr = self.stage1_correlation(source, target)?;
         let theta = self.regression_aff.forward(corr.clone())?;
         Ok(SingleStageOutput { theta, corr })
     }
@@ -234,13 +243,7 @@ impl TwoStage {
         target: Tensor<4>,
     ) -> Result<SingleStageOutput<TpsTheta>> {
         check_pair("TwoStage::forward_tps", &source, &target, self.image_size)?;
-        let (l2, norm) = (self.normalize_features, self.normalize_matches);
-        let corr = correlate(
-            self.backbone.forward(source),
-            self.backbone.forward(target),
-            l2,
-            norm,
-        )?;
+        let corr = self.stage1_correlation(source, target)?;
         let theta = self.regression_tps.forward(corr.clone())?;
         Ok(SingleStageOutput { theta, corr })
     }

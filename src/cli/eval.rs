@@ -242,12 +242,9 @@ fn tss(
     args: &EvalArgs,
     out_dir: &Path,
 ) -> Result<()> {
-    use crate::data::image::{load_rgb, normalize, resize};
+    use crate::data::image::load_rgb;
     use crate::data::tss::{read_flo, tss_pairs, write_flo};
     use crate::eval::flow::{flow_from_locations, pair_scores};
-    use crate::geometry::{
-        AffineTheta, ComposeBorder, Composed, GridFactors, Theta, TpsTheta, sampling_grid,
-    };
 
     let root = args.datasets.join("tss-sample/TSS_CVPR2016");
     let root = if root.is_dir() {
@@ -256,8 +253,7 @@ fn tss(
         args.datasets.join("tss")
     };
     let pairs = tss_pairs(&root)?;
-    let device = crate::device::inference();
-    let size = model.image_size;
+    let spline = Tps::new(args.tps_lambda)?;
     let mut rows: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new(); // subset → T5 of (identity, aff, aff_tps)
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
     for pair in &pairs {
@@ -269,44 +265,11 @@ fn tss(
             if pair.flip {
                 src = crate::data::weak::flip_horizontal(&src);
             }
-            let input = |img: &crate::data::image::RgbImage| {
-                normalize(
-                    resize(
-                        img.to_tensor(&device, burn::tensor::DType::F32),
-                        [size, size],
-                    ),
-                    norm,
-                )
-            };
-            let out = model.forward(input(&src), input(&images[t]))?;
             let (th, tw) = (images[t].height, images[t].width);
-            let aff = AffineTheta::new(out.theta_aff.into_tensor())?;
-            let q = TpsTheta::new(out.theta_tps.into_tensor())?;
-            let spline = Tps::new(args.tps_lambda)?;
-            let identity = AffineTheta::identity(1, &device, burn::tensor::DType::F32);
-            let grids = [
-                sampling_grid(&identity, [th, tw], GridFactors::default())?,
-                sampling_grid(&aff, [th, tw], GridFactors::default())?,
-                Composed {
-                    affine: &aff,
-                    tps: spline.warp(&q),
-                }
-                .grid([th, tw], GridFactors::default(), ComposeBorder::Analytic)?,
-            ];
-            let mut per_kind = Vec::new();
-            for g in grids {
-                let v = g
-                    .into_data()
-                    .convert::<f64>()
-                    .try_into_vec::<f64>()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                let locs: Vec<(f64, f64)> = v.chunks(2).map(|p| (p[0], p[1])).collect();
-                per_kind.push(flow_from_locations(
-                    &locs,
-                    (th, tw),
-                    (src.height, src.width),
-                ));
-            }
+            let per_kind: Vec<_> = dense_locations(model, norm, &src, &images[t], &spline)?
+                .iter()
+                .map(|locs| flow_from_locations(locs, (th, tw), (src.height, src.width)))
+                .collect();
             flows.push(per_kind);
         }
         let rel = pair
@@ -354,11 +317,8 @@ fn caltech(
     args: &EvalArgs,
     out_dir: &Path,
 ) -> Result<()> {
-    use crate::data::image::{load_rgb, normalize, resize};
+    use crate::data::image::load_rgb;
     use crate::eval::caltech::{label_transfer, polygon_mask};
-    use crate::geometry::{
-        AffineTheta, ComposeBorder, Composed, GridFactors, Theta, sampling_grid,
-    };
 
     let root = args.datasets.join("caltech-101");
     let csv = root.join("test_pairs_caltech_with_category.csv");
@@ -369,8 +329,6 @@ fn caltech(
         );
     }
     let pairs = crate::data::caltech::read_pairs(&csv)?;
-    let device = crate::device::inference();
-    let size = model.image_size;
     let spline = Tps::new(args.tps_lambda)?;
     let mut sums = [[0.0f64; 3]; 3]; // kind × (lt_acc, iou, loc_err)
     let mut counts = [[0usize; 3]; 3];
@@ -380,39 +338,16 @@ fn caltech(
             load_rgb(&root.join(&p.source))?,
             load_rgb(&root.join(&p.target))?,
         );
-        let input = |img: &crate::data::image::RgbImage| {
-            normalize(
-                resize(
-                    img.to_tensor(&device, burn::tensor::DType::F32),
-                    [size, size],
-                ),
-                norm,
-            )
-        };
-        let out = model.forward(input(&src), input(&tgt))?;
         let (th, tw) = (tgt.height, tgt.width);
-        let identity = AffineTheta::identity(1, &device, burn::tensor::DType::F32);
-        let grids = [
-            sampling_grid(&identity, [th, tw], GridFactors::default())?,
-            sampling_grid(&out.theta_aff, [th, tw], GridFactors::default())?,
-            Composed {
-                affine: &out.theta_aff,
-                tps: spline.warp(&out.theta_tps),
-            }
-            .grid([th, tw], GridFactors::default(), ComposeBorder::Analytic)?,
-        ];
         let (ms, mt) = (
             polygon_mask(&p.source_polygon, src.height, src.width),
             polygon_mask(&p.target_polygon, th, tw),
         );
-        for (k, g) in grids.into_iter().enumerate() {
-            let v = g
-                .into_data()
-                .convert::<f64>()
-                .try_into_vec::<f64>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            let locs: Vec<(f64, f64)> = v.chunks(2).map(|q| (q[0], q[1])).collect();
-            let s = label_transfer(&ms, &mt, &locs)?;
+        for (k, locs) in dense_locations(model, norm, &src, &tgt, &spline)?
+            .iter()
+            .enumerate()
+        {
+            let s = label_transfer(&ms, &mt, locs)?;
             for (j, value) in [Some(s.lt_acc), Some(s.iou), s.loc_err]
                 .into_iter()
                 .enumerate()
@@ -446,4 +381,53 @@ fn caltech(
     }
     let report = serde_json::json!({"dataset": "caltech-101", "pairs": pairs.len(), "protocol": {"resolution": "target's original", "threshold": 0.5, "tps_lambda": args.tps_lambda}, "scores": json});
     write_report(out_dir, "caltech-101", &report, &md)
+}
+
+/// Normalized source locations of every target pixel (row-major, the target's own resolution)
+/// under the identity, θ_aff and θ_aff∘θ_tps predicted for `(source, target)`.
+fn dense_locations(
+    model: &crate::model::TwoStage,
+    norm: crate::backbone::Normalization,
+    source: &crate::data::image::RgbImage,
+    target: &crate::data::image::RgbImage,
+    spline: &Tps,
+) -> Result<[Vec<(f64, f64)>; 3]> {
+    use crate::data::image::{normalize, resize};
+    use crate::geometry::{
+        AffineTheta, ComposeBorder, Composed, GridFactors, Theta, sampling_grid,
+    };
+
+    let device = crate::device::inference();
+    let size = model.image_size;
+    let input = |img: &crate::data::image::RgbImage| {
+        normalize(
+            resize(
+                img.to_tensor(&device, burn::tensor::DType::F32),
+                [size, size],
+            ),
+            norm,
+        )
+    };
+    let out = model.forward(input(source), input(target))?;
+    let (h, w) = (target.height, target.width);
+    let identity = AffineTheta::identity(1, &device, burn::tensor::DType::F32);
+    let composed = Composed {
+        affine: &out.theta_aff,
+        tps: spline.warp(&out.theta_tps),
+    };
+    let grids = [
+        sampling_grid(&identity, [h, w], GridFactors::default())?,
+        sampling_grid(&out.theta_aff, [h, w], GridFactors::default())?,
+        composed.grid([h, w], GridFactors::default(), ComposeBorder::Analytic)?,
+    ];
+    let mut out = [Vec::new(), Vec::new(), Vec::new()];
+    for (k, g) in grids.into_iter().enumerate() {
+        let v = g
+            .into_data()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        out[k] = v.chunks(2).map(|p| (p[0], p[1])).collect();
+    }
+    Ok(out)
 }

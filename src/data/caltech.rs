@@ -32,21 +32,7 @@ pub fn read_pairs(path: &Path) -> Result<Vec<CaltechPair>> {
     let (_, rows) = read(path, true)?;
     rows.iter()
         .map(|row| {
-            let list = |i: usize, name: &str| -> Result<Vec<f64>> {
-                row.get(path, i, name)?
-                    .split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| {
-                        s.trim().parse::<f64>().map_err(|_| {
-                            Error::data(
-                                path,
-                                Some(row.line),
-                                format!("column `{name}`: cannot parse {s:?}"),
-                            )
-                        })
-                    })
-                    .collect()
-            };
+            let list = |i: usize, name: &str| row.floats(path, i, name, ',');
             let polygon = |x: Vec<f64>, y: Vec<f64>, name: &str| -> Result<Vec<(f64, f64)>> {
                 if x.len() != y.len() || x.len() < 3 {
                     return Err(Error::data(

@@ -37,6 +37,26 @@ impl Row {
     }
 }
 
+impl Row {
+    /// Field `i` as a list of numbers separated by `sep` (e.g. `1;2.5;3`), or an error naming the
+    /// file, line, column and the offending value.
+    pub fn floats(&self, file: &Path, i: usize, name: &str, sep: char) -> Result<Vec<f64>> {
+        self.get(file, i, name)?
+            .split(sep)
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.trim().parse::<f64>().map_err(|_| {
+                    Error::data(
+                        file,
+                        Some(self.line),
+                        format!("column `{name}`: cannot parse {s:?}"),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
 /// Reads a CSV file: the header (if `has_header`) and every data row with its line number.
 pub fn read(path: &Path, has_header: bool) -> Result<(Vec<String>, Vec<Row>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;

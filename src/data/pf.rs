@@ -203,21 +203,7 @@ pub fn read_pascal_csv(path: &Path) -> Result<Vec<KeypointPair>> {
     expect_header(path, &header, &PASCAL_HEADER)?;
     rows.iter()
         .map(|row| {
-            let list = |i: usize, name: &str| -> Result<Vec<f64>> {
-                row.get(path, i, name)?
-                    .split(';')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| {
-                        s.trim().parse::<f64>().map_err(|_| {
-                            Error::data(
-                                path,
-                                Some(row.line),
-                                format!("column `{name}`: cannot parse {s:?}"),
-                            )
-                        })
-                    })
-                    .collect()
-            };
+            let list = |i: usize, name: &str| row.floats(path, i, name, ';');
             let (xa, ya, xb, yb) = (
                 list(3, "XA")?,
                 list(4, "YA")?,
