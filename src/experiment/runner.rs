@@ -514,7 +514,6 @@ pub fn run(file: &Path, exp: &Experiment, opts: &RunOptions) -> Result<RunOutcom
     tb_info.hparams_session_start(&hp, &exp.cell_hash())?;
 
     let outcome = train(
-        file,
         exp,
         &r,
         &run,
@@ -542,7 +541,6 @@ pub fn run(file: &Path, exp: &Experiment, opts: &RunOptions) -> Result<RunOutcom
 
 #[allow(clippy::too_many_arguments)]
 fn train(
-    file: &Path,
     exp: &Experiment,
     r: &Resolved,
     run: &RunDir,
@@ -551,7 +549,6 @@ fn train(
     tb_train: &mut EventWriter,
     tb_valid: &mut EventWriter,
 ) -> Result<RunOutcome> {
-    let _ = file;
     let roots = &opts.roots;
     let device = crate::device::training();
     let norm = r.backbone.normalization();
@@ -874,7 +871,6 @@ fn train(
                 });
             }
         }
-        let _ = local;
     }
     if let Some(bar) = &progress {
         bar.finish_and_clear();
