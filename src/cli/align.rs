@@ -2,9 +2,10 @@
 //!
 //! Writes `theta.json` (θ_aff, θ_tps), `warped.png` (the source warped onto the target at the
 //! target's original resolution, affine∘TPS), `checkerboard.png` (warped source and target in
-//! alternating tiles), `matches.png` (source | target, each target cell joined to its best source
-//! match, coloured from red to green by its soft-inlier weight under the predicted transform — the
-//! paper's figure), and with `--points` the transferred keypoints.
+//! alternating tiles), `matches.png` (source | target; the strongest quarter of the target cells'
+//! best matches, by correlation score, each joined to its source cell and coloured from red to
+//! green by its soft-inlier weight under the predicted transform — the paper's figure), and with
+//! `--points` the transferred keypoints.
 
 use std::path::{Path, PathBuf};
 
@@ -173,10 +174,19 @@ pub fn run(args: AlignArgs) -> Result<()> {
         .try_into_vec::<f64>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let cell = |i: usize, n: usize| (i as f64 + 0.5) * size as f64 / n as f64;
-    for p in 0..h * w {
-        let best = (0..k)
-            .max_by(|&a, &b| c[a * h * w + p].total_cmp(&c[b * h * w + p]))
-            .unwrap_or(0);
+    // Best source cell per target cell, then keep the strongest quarter (less clutter).
+    let best: Vec<(usize, usize, f64)> = (0..h * w)
+        .map(|p| {
+            let b = (0..k)
+                .max_by(|&a, &b| c[a * h * w + p].total_cmp(&c[b * h * w + p]))
+                .unwrap_or(0);
+            (p, b, c[b * h * w + p])
+        })
+        .collect();
+    let mut scores: Vec<f64> = best.iter().map(|m| m.2).collect();
+    scores.sort_by(f64::total_cmp);
+    let cutoff = scores[scores.len() * 3 / 4];
+    for &(p, best, _) in best.iter().filter(|m| m.2 >= cutoff) {
         let (xa, ya) = (best / h, best % h); // k = x·h + y
         // Bilinear (soft-inlier) weight of the matched cell at the predicted location T(p).
         let (u, v) = (
