@@ -15,3 +15,11 @@ pub fn inference() -> Device {
 pub fn training() -> Device {
     inference().autodiff()
 }
+
+/// Reads a tensor back to the host as f64 values (row-major): the one place for this conversion.
+pub fn read_f64<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .expect("data converted to f64 reads back as f64")
+}

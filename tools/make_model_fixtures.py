@@ -27,6 +27,9 @@ import torch.nn.functional as F
 import torchvision
 from safetensors.torch import save_file
 
+sys.path.insert(0, __import__('os').path.dirname(__file__))
+from make_golden import correlation, l2norm  # noqa: E402  (one definition of the reference ops)
+
 torch.set_grad_enabled(False)
 
 
@@ -131,17 +134,6 @@ class EfficientNetLite0(nn.Module):
 
 
 # --- weakalign models --------------------------------------------------------------------------
-def l2norm(f):
-    return f / torch.sqrt((f ** 2).sum(1, keepdim=True) + 1e-6)
-
-
-def correlation(fa, fb):
-    b, c, h, w = fa.shape
-    a = fa.transpose(2, 3).contiguous().view(b, c, h * w)
-    bb = fb.view(b, c, h * w).transpose(1, 2)
-    return torch.bmm(bb, a).view(b, h, w, h * w).permute(0, 3, 1, 2)
-
-
 class FeatureRegression(nn.Module):
     def __init__(self, out, grid=15):
         super().__init__()

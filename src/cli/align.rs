@@ -90,22 +90,8 @@ pub fn run(args: AlignArgs) -> Result<()> {
         )
     };
     let out = model.forward(input(&src), input(&tgt))?;
-    let theta_aff: Vec<f64> = out
-        .theta_aff
-        .tensor()
-        .clone()
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let theta_tps: Vec<f64> = out
-        .theta_tps
-        .tensor()
-        .clone()
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let theta_aff = crate::device::read_f64(out.theta_aff.tensor().clone());
+    let theta_tps = crate::device::read_f64(out.theta_tps.tensor().clone());
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let json = serde_json::json!({
@@ -158,21 +144,13 @@ pub fn run(args: AlignArgs) -> Result<()> {
     }
     let corr = out.corr_aff;
     let [_, k, h, w] = corr.dims();
-    let c = corr
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let c = crate::device::read_f64(corr);
     let locations = composed.grid(
         [h, w],
         GridFactors::offset(crate::geometry::WEAK_LOSS_OFFSET_FACTOR),
         ComposeBorder::Analytic,
     )?;
-    let loc = locations
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let loc = crate::device::read_f64(locations);
     let cell = |i: usize, n: usize| (i as f64 + 0.5) * size as f64 / n as f64;
     // Best source cell per target cell, then keep the strongest quarter (less clutter).
     let best: Vec<(usize, usize, f64)> = (0..h * w)

@@ -422,11 +422,7 @@ fn dense_locations(
     ];
     let mut out = [Vec::new(), Vec::new(), Vec::new()];
     for (k, g) in grids.into_iter().enumerate() {
-        let v = g
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let v = crate::device::read_f64(g);
         out[k] = v.chunks(2).map(|p| (p[0], p[1])).collect();
     }
     Ok(out)

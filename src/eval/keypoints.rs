@@ -168,11 +168,7 @@ pub fn evaluate_pairs(
         let target = Tensor::cat(chunk.iter().map(|p| input(&p.target)).collect(), 0);
         let rows = |t: Tensor<2>| -> Vec<Vec<f64>> {
             let [b, n] = t.dims();
-            let v = t
-                .into_data()
-                .convert::<f64>()
-                .try_into_vec::<f64>()
-                .expect("f64 values");
+            let v = crate::device::read_f64(t);
             (0..b).map(|i| v[i * n..(i + 1) * n].to_vec()).collect()
         };
         let predictions: Vec<Prediction> = match scored {

@@ -147,6 +147,6 @@ pub fn transfer(
         }
     };
     let pixels = to_pixels(mapped, &[source_size])?;
-    let v = pixels.into_data().try_to_vec::<f64>().expect("f64 points");
+    let v = crate::device::read_f64(pixels);
     Ok((0..n).map(|i| (v[i], v[n + i])).collect())
 }
