@@ -93,7 +93,8 @@ fn main() {
                 out.corr_aff,
                 &loss_config,
             )
-            .unwrap();
+            .unwrap()
+            .loss;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(5e-8, model.clone(), grads);
         });

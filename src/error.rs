@@ -1,7 +1,9 @@
 //! The library's error type: every user-reachable failure is a value, never a panic.
 //!
 //! Variants carry the data a user needs to fix the input: the operation and the shapes for tensor
-//! arguments, the file (and line, key) for files.
+//! arguments, the file (and line, key) for files. The states of a training run that a script
+//! must tell apart (diverged, locked, resume refused) are variants of their own with their own
+//! process exit codes ([`Error::exit_code`]).
 
 use std::fmt;
 
@@ -80,9 +82,63 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Training diverged: the loss became NaN or infinite. The run is FAILED; its checkpoints
+    /// from before the divergence are kept.
+    #[error("train: non-finite loss {loss} at step {step} ({stage}); last good checkpoint kept")]
+    Diverged {
+        /// The step whose loss was not finite (1-based global step).
+        step: u64,
+        /// The stage it was in.
+        stage: &'static str,
+        /// The loss value.
+        loss: f64,
+    },
+    /// A run directory is held by another live process.
+    #[error("{} is locked {}", path.display(), holder.map_or("(its lock could not be taken)".to_string(), |pid| format!("by running process {pid}")))]
+    Locked {
+        /// The run directory.
+        path: std::path::PathBuf,
+        /// The process holding it, when known.
+        holder: Option<u32>,
+    },
+    /// A run cannot be continued or restarted as asked (it exists and needs `--resume`, or its
+    /// configuration changed since the checkpoint).
+    #[error("{}: {reason}", path.display())]
+    ResumeConflict {
+        /// The run directory.
+        path: std::path::PathBuf,
+        /// What was found and what to do.
+        reason: String,
+    },
+}
+
+/// Process exit codes of the `weakalign` command (also in `weakalign --help`).
+pub mod exit_code {
+    /// Any error not listed below: bad input, a missing file, an I/O failure.
+    pub const ERROR: i32 = 1;
+    /// A command line clap rejects (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// [`super::Error::Diverged`]: the loss became non-finite.
+    pub const DIVERGED: i32 = 3;
+    /// [`super::Error::Locked`]: another live process holds the run.
+    pub const LOCKED: i32 = 4;
+    /// [`super::Error::ResumeConflict`]: pass `--resume` or `--allow-config-change`.
+    pub const RESUME_CONFLICT: i32 = 5;
+    /// The run was interrupted (Ctrl-C) after writing a checkpoint.
+    pub const INTERRUPTED: i32 = 130;
 }
 
 impl Error {
+    /// The process exit code for this error ([`exit_code`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Diverged { .. } => exit_code::DIVERGED,
+            Error::Locked { .. } => exit_code::LOCKED,
+            Error::ResumeConflict { .. } => exit_code::RESUME_CONFLICT,
+            _ => exit_code::ERROR,
+        }
+    }
+
     /// A [`Error::Data`] at `file:line`.
     pub fn data(
         file: impl Into<std::path::PathBuf>,

@@ -22,6 +22,7 @@
 //! defined.
 
 pub mod backbone;
+pub mod choice;
 pub mod cli;
 pub mod correlation;
 pub mod data;

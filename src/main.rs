@@ -1,11 +1,16 @@
-//! The `weakalign` command-line tool: parses arguments, runs, prints the error chain.
+//! The `weakalign` command-line tool: parses arguments, runs, prints the error chain, and exits
+//! with the code of what happened (`weakalign --help` lists them).
 
 use clap::Parser;
 
 fn main() {
     let cli = weakalign::cli::Cli::parse();
-    if let Err(e) = weakalign::cli::run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    let code = match weakalign::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            weakalign::cli::failure_code(&e)
+        }
+    };
+    std::process::exit(code);
 }

@@ -15,6 +15,19 @@ use crate::error::{Dim, Result, check_shape};
 use crate::geometry::{AffineTheta, GridFactors, Theta, TpsTheta, sample, sampling_grid};
 use crate::regression::FeatureRegression;
 
+/// Which transforms a model predicts, and so which of its outputs are trained and scored
+/// (`"affine"`, `"tps"`, `"affine_tps"` in files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransformKind {
+    /// θ_aff alone (the affine head, stage 1).
+    Affine,
+    /// The TPS head alone, on the unwarped pair.
+    Tps,
+    /// The two-stage model: affine ∘ TPS.
+    AffineTps,
+}
+
 /// Architecture choices shared by both models.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ModelConfig {

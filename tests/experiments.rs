@@ -22,18 +22,16 @@ fn smoke() -> PathBuf {
     root().join("experiments/smoke.toml")
 }
 
-fn exp(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(binary());
-    cmd.arg("exp")
+fn exp(dir: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .arg("exp")
         .arg(smoke())
         .arg("--root")
         .arg(dir)
         .args(extra)
-        .current_dir(root());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run weakalign")
+        .current_dir(root())
+        .output()
+        .expect("run weakalign")
 }
 
 fn text(o: &std::process::Output) -> String {
@@ -149,12 +147,8 @@ fn parameter_bytes(path: &Path) -> Vec<u8> {
     }
     let exp = load(&smoke(), &[]).unwrap();
     let r = resolve(&exp, &smoke()).unwrap();
-    let config = weakalign::model::ModelConfig {
-        backbone: r.backbone,
-        image_size: exp.model.image_size,
-        ..Default::default()
-    };
-    let mut model = config
+    let mut model = r
+        .model
         .init_two_stage(&weakalign::device::inference())
         .unwrap();
     weakalign::weights::load_record(&mut model, path).unwrap();
@@ -166,10 +160,10 @@ fn parameter_bytes(path: &Path) -> Vec<u8> {
 #[test]
 fn crash_and_resume_is_bit_exact() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let full = exp(a.path(), &[], &[]);
+    let full = exp(a.path(), &[]);
     assert!(full.status.success(), "{}", text(&full));
     // Crash without any cleanup after step 5 (a checkpoint exists at step 4).
-    let crashed = exp(b.path(), &[], &[("WEAKALIGN_ABORT_AFTER_STEP", "5")]);
+    let crashed = exp(b.path(), &["--crash-after-step", "5"]);
     assert!(!crashed.status.success());
     let runs = Command::new(binary())
         .args(["runs", "--runs"])
@@ -178,9 +172,10 @@ fn crash_and_resume_is_bit_exact() {
         .unwrap();
     assert!(text(&runs).contains("CRASHED"), "{}", text(&runs));
     // Without --resume the run is refused; with it, it completes.
-    let refused = exp(b.path(), &[], &[]);
+    let refused = exp(b.path(), &[]);
     assert!(!refused.status.success() && text(&refused).contains("--resume"));
-    let resumed = exp(b.path(), &["--resume"], &[]);
+    assert_eq!(refused.status.code(), Some(5), "resume conflict exit code");
+    let resumed = exp(b.path(), &["--resume"]);
     assert!(resumed.status.success(), "{}", text(&resumed));
     let (ra, rb) = (run_dir(a.path()), run_dir(b.path()));
     let ma = std::fs::read(ra.join("metrics.jsonl")).unwrap();
@@ -202,7 +197,7 @@ fn crash_and_resume_is_bit_exact() {
         serde_json::from_str(&std::fs::read_to_string(rb.join("summary.json")).unwrap()).unwrap();
     assert_eq!(sa["test_pck"], sb["test_pck"]);
     // A completed run is skipped on rerun.
-    let again = exp(a.path(), &[], &[]);
+    let again = exp(a.path(), &[]);
     assert!(
         again.status.success() && text(&again).contains("already COMPLETED"),
         "{}",
@@ -213,7 +208,7 @@ fn crash_and_resume_is_bit_exact() {
 #[test]
 fn corrupted_checkpoint_falls_back_and_changed_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let crashed = exp(dir.path(), &[], &[("WEAKALIGN_ABORT_AFTER_STEP", "7")]);
+    let crashed = exp(dir.path(), &["--crash-after-step", "7"]);
     assert!(!crashed.status.success());
     let ckpt = checkpoint_root(dir.path());
     let newest = weakalign::experiment::checkpoint::list(&ckpt)[0].clone();
@@ -230,15 +225,15 @@ fn corrupted_checkpoint_falls_back_and_changed_config_is_refused() {
             "--set",
             "weak.lr=0.5",
         ],
-        &[],
     );
     assert!(
         !changed.status.success() && text(&changed).contains("--allow-config-change"),
         "{}",
         text(&changed)
     );
+    assert_eq!(changed.status.code(), Some(5), "resume conflict exit code");
     // ... and the corrupted checkpoint is skipped with a message, falling back to step 4.
-    let resumed = exp(dir.path(), &["--resume"], &[]);
+    let resumed = exp(dir.path(), &["--resume"]);
     let t = text(&resumed);
     assert!(resumed.status.success(), "{t}");
     assert!(
@@ -255,12 +250,13 @@ fn a_locked_run_is_refused() {
     let run = dir.path().join("runs/smoke").join(e.hash());
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("LOCK"), std::process::id().to_string()).unwrap();
-    let out = exp(dir.path(), &[], &[]);
+    let out = exp(dir.path(), &[]);
     assert!(
         !out.status.success() && text(&out).contains("locked by running process"),
         "{}",
         text(&out)
     );
+    assert_eq!(out.status.code(), Some(4), "locked run exit code");
 }
 
 #[test]
@@ -269,13 +265,13 @@ fn non_finite_loss_fails_the_run_and_keeps_checkpoints() {
     let out = exp(
         dir.path(),
         &["--set", "strong.lr=1e30", "--set", "checkpoint.every=1"],
-        &[],
     );
     let t = text(&out);
     assert!(
         !out.status.success() && t.contains("non-finite loss"),
         "{t}"
     );
+    assert_eq!(out.status.code(), Some(3), "diverged exit code");
     let status = std::fs::read_to_string(
         std::fs::read_dir(dir.path().join("runs/smoke"))
             .unwrap()
@@ -308,7 +304,7 @@ fn tensorboard_reads_our_event_files() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = exp(dir.path(), &[], &[]);
+    let out = exp(dir.path(), &[]);
     assert!(out.status.success(), "{}", text(&out));
     let script = root().join("tools/read_tensorboard.py");
     let check = Command::new(&python)
@@ -390,7 +386,7 @@ fn ctrl_c_writes_a_checkpoint_and_marks_the_run_interrupted() {
 #[test]
 fn eval_and_align_use_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let trained = exp(dir.path(), &[], &[]);
+    let trained = exp(dir.path(), &[]);
     assert!(trained.status.success(), "{}", text(&trained));
     let ckpt = checkpoint_root(dir.path());
     // eval on the embedded test pairs: JSON + Markdown with the protocol beside the numbers.

@@ -289,7 +289,9 @@ fn golden_inlier_counts() {
     );
     check(
         "weakalign_loss",
-        weakalign_loss(&aff, &theta, &tps, corr, &base).unwrap(),
+        weakalign_loss(&aff, &theta, &tps, corr, &base)
+            .unwrap()
+            .loss,
     );
 }
 

@@ -213,8 +213,8 @@ proptest! {
         let config = InlierConfig::default();
         let (a_fixed, q_fixed) = (affine(fixed(&a, [2, 6])), tps_theta(fixed(&q, [2, 18])));
         let mt = || fixed(&m, [2, 12, 3, 4]);
-        gradcheck("objective/θ_aff", &a, [2, 6], |t| weakalign_loss(&affine(t), &q_fixed, &tps, mt(), &config).unwrap());
-        gradcheck("objective/θ_tps", &q, [2, 18], |t| weakalign_loss(&a_fixed, &tps_theta(t), &tps, mt(), &config).unwrap());
-        gradcheck("objective/corr", &m, [2, 12, 3, 4], |x| weakalign_loss(&a_fixed, &q_fixed, &tps, x, &config).unwrap());
+        gradcheck("objective/θ_aff", &a, [2, 6], |t| weakalign_loss(&affine(t), &q_fixed, &tps, mt(), &config).unwrap().loss);
+        gradcheck("objective/θ_tps", &q, [2, 18], |t| weakalign_loss(&a_fixed, &tps_theta(t), &tps, mt(), &config).unwrap().loss);
+        gradcheck("objective/corr", &m, [2, 12, 3, 4], |x| weakalign_loss(&a_fixed, &q_fixed, &tps, x, &config).unwrap().loss);
     }
 }

@@ -232,7 +232,8 @@ fn weakalign_loss_is_minus_the_mean_of_both_scores() {
     let tps_theta = TpsTheta::identity(2, &dev, dt);
     let tps = Tps::new(0.2).unwrap();
     let config = InlierConfig::default();
-    let loss = values(weakalign_loss(&aff, &tps_theta, &tps, corr.clone(), &config).unwrap());
+    let objective = weakalign_loss(&aff, &tps_theta, &tps, corr.clone(), &config).unwrap();
+    let loss = values(objective.loss);
     let s_aff = values(weakalign::loss::affine_inlier_score(&aff, corr.clone(), &config).unwrap());
     let composed = Composed {
         affine: &aff,
@@ -241,4 +242,13 @@ fn weakalign_loss_is_minus_the_mean_of_both_scores() {
     let s_comp = values(weakalign::loss::composed_inlier_score(&composed, corr, &config).unwrap());
     let want = -(s_aff[0] + s_comp[0] + s_aff[1] + s_comp[1]) / 2.0;
     assert_close("objective", &loss, &[want], 1e-12, 0.0);
+    // The scores it returns are the two terms, per pair.
+    assert_close("s_aff", &values(objective.inlier_aff), &s_aff, 0.0, 0.0);
+    assert_close(
+        "s_aff∘tps",
+        &values(objective.inlier_aff_tps),
+        &s_comp,
+        0.0,
+        0.0,
+    );
 }

@@ -17,19 +17,24 @@ pub mod vgg16;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 pub use efficientnet::{EfficientNetLite0, EfficientNetLite0Classifier};
 pub use resnet::ResNet101;
 pub use vgg16::Vgg16;
 
-/// Which CNN extracts the features.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which CNN extracts the features. Its names in files and on the command line are the serde
+/// names below ([`crate::choice`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BackboneKind {
     /// VGG-16 up to `pool4`.
+    #[serde(rename = "vgg16")]
     Vgg16,
     /// ResNet-101 up to `layer3`.
+    #[serde(rename = "resnet101")]
     ResNet101,
     /// EfficientNet-Lite0 up to `_blocks.10` (the only ImageNet weights reachable offline).
+    #[serde(rename = "efficientnet_lite0")]
     EfficientNetLite0,
 }
 
@@ -82,15 +87,6 @@ impl BackboneKind {
         }
     }
 
-    /// Lower-case name used in files and configs.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackboneKind::Vgg16 => "vgg16",
-            BackboneKind::ResNet101 => "resnet101",
-            BackboneKind::EfficientNetLite0 => "efficientnet_lite0",
-        }
-    }
-
     /// A randomly initialized backbone of this kind.
     pub fn init(self, device: &Device) -> Backbone {
         match self {
@@ -104,8 +100,9 @@ impl BackboneKind {
     }
 }
 
-/// Which backbone parameters receive gradients.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which backbone parameters receive gradients. Named `"frozen"`, `"all"` or `"last:N"` in files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Trainable {
     /// None: the backbone is a fixed feature extractor (strong training).
     #[default]
@@ -116,8 +113,9 @@ pub enum Trainable {
     All,
 }
 
-/// BatchNorm behaviour during training.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// BatchNorm behaviour during training (`"frozen"` or `"train"` in files).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BatchNormMode {
     /// Running statistics are used and never updated; γ/β still train where trainable
     /// (the reference's `model.eval()` during weak training).
@@ -125,6 +123,32 @@ pub enum BatchNormMode {
     Frozen,
     /// Batch statistics in training, running statistics updated.
     Train,
+}
+
+impl TryFrom<String> for Trainable {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "frozen" => Ok(Trainable::Frozen),
+            "all" => Ok(Trainable::All),
+            other => other
+                .strip_prefix("last:")
+                .and_then(|n| n.parse().ok())
+                .map(Trainable::LastBlocks)
+                .ok_or_else(|| format!("{other:?}: use \"frozen\", \"all\" or \"last:N\"")),
+        }
+    }
+}
+
+impl From<Trainable> for String {
+    fn from(t: Trainable) -> String {
+        match t {
+            Trainable::Frozen => "frozen".into(),
+            Trainable::All => "all".into(),
+            Trainable::LastBlocks(n) => format!("last:{n}"),
+        }
+    }
 }
 
 /// A feature-extraction backbone.

@@ -776,7 +776,7 @@ impl super::loader::PairSource for EmbeddedPairs {
         Ok(super::loader::PairSample {
             source: self.input(s, &device).into_data(),
             target: self.input(t, &device).into_data(),
-            theta: Vec::new(),
+            truth: None,
         })
     }
 }

@@ -108,3 +108,47 @@ pub fn load_network_input(
     let raw = load_rgb(path)?.to_tensor(device, DType::F32);
     Ok(normalize(resize(raw, [size, size]), norm))
 }
+
+impl RgbImage {
+    /// The first image of a batch as bytes: values on the 0–255 scale, or normalized ones mapped
+    /// back through `norm` (`(v·std + mean)·255`); clamped and rounded.
+    ///
+    /// # Shapes
+    /// - `images`: `[batch, 3, h, w]`
+    pub fn from_tensor(images: Tensor<4>, norm: Option<Normalization>) -> Self {
+        let [_, _, h, w] = images.dims();
+        let v = crate::device::read_f64(images.slice([0..1, 0..3, 0..h, 0..w]));
+        let mut pixels = vec![0u8; h * w * 3];
+        for c in 0..3 {
+            for i in 0..h * w {
+                let x = match norm {
+                    Some(n) => (v[c * h * w + i] * n.std[c] + n.mean[c]) * 255.0,
+                    None => v[c * h * w + i],
+                };
+                pixels[i * 3 + c] = x.clamp(0.0, 255.0).round() as u8;
+            }
+        }
+        Self {
+            height: h,
+            width: w,
+            pixels,
+        }
+    }
+
+    /// Writes the image as PNG atomically (temporary sibling, then rename).
+    pub fn save_png(&self, path: &Path) -> Result<()> {
+        let buf =
+            image::RgbImage::from_raw(self.width as u32, self.height as u32, self.pixels.clone())
+                .expect("pixels hold height × width × 3 bytes");
+        let mut bytes = Vec::new();
+        buf.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| Error::Image {
+            path: path.to_path_buf(),
+            reason: format!("cannot encode PNG: {e}"),
+        })?;
+        crate::fsutil::write_atomic(path, &bytes)
+    }
+}

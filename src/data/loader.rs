@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
 
+use super::ground_truth::{GroundTruth, SampleTruth};
 use super::rng::{Stream, sample_rng};
 use crate::error::Result;
 
@@ -24,8 +25,8 @@ pub struct PairSample {
     pub source: TensorData,
     /// Target image, `[1, 3, S, S]`, normalized.
     pub target: TensorData,
-    /// Ground-truth θ of synthetic pairs (row-major), else empty.
-    pub theta: Vec<f64>,
+    /// The θ of a synthetic pair; `None` for a weak pair.
+    pub truth: Option<SampleTruth>,
 }
 
 /// A dataset of pairs that can produce sample `index` of `epoch` on any thread.
@@ -53,8 +54,8 @@ pub struct PairBatch {
     pub source: Tensor<4>,
     /// Targets, `[B, 3, S, S]`.
     pub target: Tensor<4>,
-    /// Ground-truth θ, `B` rows (empty rows for weak pairs).
-    pub theta: Vec<Vec<f64>>,
+    /// The known transforms (synthetic pairs) or none (weak pairs).
+    pub truth: GroundTruth,
 }
 
 /// How an epoch is ordered and cut.
@@ -163,7 +164,7 @@ impl Iterator for EpochBatches {
 
     fn next(&mut self) -> Option<Self::Item> {
         let (batch, indices, samples) = self.receiver.recv().ok()?;
-        Some(samples.map(|samples| {
+        Some(samples.and_then(|samples| {
             let cat = |f: fn(&PairSample) -> &TensorData| {
                 let parts: Vec<Tensor<4>> = samples
                     .iter()
@@ -171,14 +172,15 @@ impl Iterator for EpochBatches {
                     .collect();
                 Tensor::cat(parts, 0)
             };
-            PairBatch {
+            let truths: Vec<Option<SampleTruth>> = samples.iter().map(|s| s.truth).collect();
+            Ok(PairBatch {
                 epoch: self.epoch,
                 batch,
                 indices,
                 source: cat(|s| &s.source),
                 target: cat(|s| &s.target),
-                theta: samples.iter().map(|s| s.theta.clone()).collect(),
-            }
+                truth: GroundTruth::collect(&truths)?,
+            })
         }))
     }
 }

@@ -4,9 +4,12 @@
 pub mod caltech;
 pub mod csv;
 pub mod embedded;
+pub mod ground_truth;
 pub mod image;
+pub mod layout;
 pub mod loader;
 pub mod pf;
+pub mod points;
 pub mod rng;
 pub mod synth;
 pub mod tss;

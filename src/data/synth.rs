@@ -13,6 +13,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
 
+use super::ground_truth::SampleTruth;
 use super::rng::{Stream, sample_rng};
 use crate::error::Result;
 use crate::geometry::theta::{AFFINE_IDENTITY, TPS_IDENTITY};
@@ -88,6 +89,21 @@ pub fn random_tps(rng: &mut impl Rng, config: &SynthConfig) -> [f64; 18] {
 }
 
 /// The θ of sample `index` in `epoch`: a pure function of its arguments.
+pub fn sample_truth(
+    model: SynthModel,
+    config: &SynthConfig,
+    seed: u64,
+    epoch: u64,
+    index: u64,
+) -> SampleTruth {
+    let mut rng = sample_rng(seed, Stream::SyntheticTheta, epoch, index);
+    match model {
+        SynthModel::Affine => SampleTruth::Affine(random_affine(&mut rng, config)),
+        SynthModel::Tps => SampleTruth::Tps(random_tps(&mut rng, config)),
+    }
+}
+
+/// [`sample_truth`]'s parameters, row-major.
 pub fn sample_theta(
     model: SynthModel,
     config: &SynthConfig,
@@ -95,11 +111,9 @@ pub fn sample_theta(
     epoch: u64,
     index: u64,
 ) -> Vec<f64> {
-    let mut rng = sample_rng(seed, Stream::SyntheticTheta, epoch, index);
-    match model {
-        SynthModel::Affine => random_affine(&mut rng, config).to_vec(),
-        SynthModel::Tps => random_tps(&mut rng, config).to_vec(),
-    }
+    sample_truth(model, config, seed, epoch, index)
+        .values()
+        .to_vec()
 }
 
 /// Identity parameters of a model (for tests and baselines).
@@ -216,12 +230,13 @@ impl super::loader::PairSource for SynthPairs {
         let (h, w) = self.config.resize;
         let raw = self.images[index].to_tensor(&device, burn::tensor::DType::F32);
         let image = normalize(resize(raw, [h, w]), self.norm);
-        let theta = sample_theta(self.model, &self.config, self.seed, epoch, index as u64);
-        let (source, target) = synth_pair(image, self.model, &theta, &self.tps, &self.config)?;
+        let truth = sample_truth(self.model, &self.config, self.seed, epoch, index as u64);
+        let (source, target) =
+            synth_pair(image, self.model, truth.values(), &self.tps, &self.config)?;
         Ok(super::loader::PairSample {
             source: source.into_data(),
             target: target.into_data(),
-            theta,
+            truth: Some(truth),
         })
     }
 }

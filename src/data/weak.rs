@@ -287,7 +287,7 @@ impl super::loader::PairSource for WeakPairs {
         Ok(super::loader::PairSample {
             source: source.into_data(),
             target: target.into_data(),
-            theta: Vec::new(),
+            truth: None,
         })
     }
 }

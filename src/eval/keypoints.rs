@@ -12,18 +12,7 @@ use crate::data::image::{RgbImage, load_rgb, normalize, resize};
 use crate::data::pf::{KeypointPair, willow_pairs_from_mat};
 use crate::error::Result;
 use crate::geometry::{Theta, Tps};
-use crate::model::TwoStage;
-
-/// Which predictions of a two-stage model to score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scored {
-    /// θ_aff alone.
-    Affine,
-    /// The TPS head on the unwarped pair.
-    Tps,
-    /// affine ∘ TPS (the two-stage output).
-    AffineTps,
-}
+use crate::model::{TransformKind, TwoStage};
 
 /// Pairs with keypoints and their decoded images.
 #[derive(Clone, Debug)]
@@ -85,18 +74,29 @@ impl KeypointSet {
     }
 }
 
-/// How PCK's reference length is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How PCK's reference length is chosen; named after PF-PASCAL's two protocols (`"pf"`,
+/// `"scnet"`) on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Procedure {
     /// Larger side of the source keypoints' bounding box (PF-WILLOW; PF-PASCAL 'pf').
+    #[serde(rename = "pf")]
     BoundingBox,
     /// Keypoints rescaled to a 224×224 frame of their own image, `L = 224` (PF-PASCAL 'scnet',
     /// the camera-ready protocol).
+    #[serde(rename = "scnet")]
     ImageSize224,
 }
 
-/// Per-pair PCK of a prediction kind: `(class, model PCK, identity PCK)`.
-pub type PairPck = (String, Option<f64>, Option<f64>);
+/// PCK of one pair under a prediction kind and under the identity (`None`: no keypoints).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairScore {
+    /// The pair's class.
+    pub class: String,
+    /// The model's PCK.
+    pub model: Option<f64>,
+    /// The identity transform's PCK.
+    pub identity: Option<f64>,
+}
 
 /// Result of an evaluation.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,7 +113,7 @@ pub struct PckResult {
 pub fn evaluate(
     model: &TwoStage,
     set: &KeypointSet,
-    scored: Scored,
+    scored: TransformKind,
     norm: Normalization,
     alpha: f64,
     tps: &Tps,
@@ -131,8 +131,8 @@ pub fn evaluate(
         &mut |_| {},
     )?;
     Ok(PckResult {
-        model: mean_over_pairs(per_pair.iter().map(|p| p.1)).unwrap_or(0.0),
-        identity: mean_over_pairs(per_pair.iter().map(|p| p.2)).unwrap_or(0.0),
+        model: mean_over_pairs(per_pair.iter().map(|p| p.model)).unwrap_or(0.0),
+        identity: mean_over_pairs(per_pair.iter().map(|p| p.identity)).unwrap_or(0.0),
         pairs: set.pairs.len(),
     })
 }
@@ -143,14 +143,14 @@ pub fn evaluate(
 pub fn evaluate_pairs(
     model: &TwoStage,
     set: &KeypointSet,
-    scored: Scored,
+    scored: TransformKind,
     norm: Normalization,
     alpha: f64,
     tps: &Tps,
     batch: usize,
     procedure: Procedure,
     progress: &mut dyn FnMut(usize),
-) -> Result<Vec<PairPck>> {
+) -> Result<Vec<PairScore>> {
     let device = crate::device::inference();
     let size = model.image_size;
     let input = |path: &Path| {
@@ -172,15 +172,17 @@ pub fn evaluate_pairs(
             (0..b).map(|i| v[i * n..(i + 1) * n].to_vec()).collect()
         };
         let predictions: Vec<Prediction> = match scored {
-            Scored::Affine => rows(model.forward_affine(source, target)?.theta.into_tensor())
-                .into_iter()
-                .map(Prediction::Affine)
-                .collect(),
-            Scored::Tps => rows(model.forward_tps(source, target)?.theta.into_tensor())
+            TransformKind::Affine => {
+                rows(model.forward_affine(source, target)?.theta.into_tensor())
+                    .into_iter()
+                    .map(Prediction::Affine)
+                    .collect()
+            }
+            TransformKind::Tps => rows(model.forward_tps(source, target)?.theta.into_tensor())
                 .into_iter()
                 .map(Prediction::Tps)
                 .collect(),
-            Scored::AffineTps => {
+            TransformKind::AffineTps => {
                 let out = model.forward(source, target)?;
                 rows(out.theta_aff.into_tensor())
                     .into_iter()
@@ -191,8 +193,7 @@ pub fn evaluate_pairs(
         };
         for (p, pred) in chunk.iter().zip(&predictions) {
             let (ss, ts) = (set.size(&p.source), set.size(&p.target));
-            let (model_pck, identity_pck) = pair_pck(pred, p, ss, ts, procedure, alpha, tps)?;
-            out.push((p.class.clone(), model_pck, identity_pck));
+            out.push(pair_pck(pred, p, ss, ts, procedure, alpha, tps)?);
         }
         progress(out.len());
     }
@@ -210,7 +211,7 @@ pub fn pair_pck(
     procedure: Procedure,
     alpha: f64,
     tps: &Tps,
-) -> Result<(Option<f64>, Option<f64>)> {
+) -> Result<PairScore> {
     let frame = |pts: &[(f64, f64)], (h, w): (usize, usize)| -> Vec<(f64, f64)> {
         match procedure {
             Procedure::BoundingBox => pts.to_vec(),
@@ -230,10 +231,11 @@ pub fn pair_pck(
     };
     let moved = transfer(prediction, &tgt, ts, ss, tps)?;
     let still = transfer(&Prediction::Identity, &tgt, ts, ss, tps)?;
-    Ok((
-        pck(&moved, &src, alpha, reference),
-        pck(&still, &src, alpha, reference),
-    ))
+    Ok(PairScore {
+        class: pair.class.clone(),
+        model: pck(&moved, &src, alpha, reference),
+        identity: pck(&still, &src, alpha, reference),
+    })
 }
 
 #[cfg(test)]
@@ -254,7 +256,7 @@ mod tests {
         let id = Prediction::Identity;
         // 'pf': L = max side of the source keypoint box = 100; α·L = 10 px. Transferred points are
         // ≈ (50.25, 50.25), (150.2, 60.2), (130.2, 90.2): two within 10 px, the third 30 px off.
-        let (m, i) = pair_pck(
+        let score = pair_pck(
             &id,
             &pair,
             (100, 200),
@@ -264,11 +266,11 @@ mod tests {
             &tps,
         )
         .unwrap();
-        assert_eq!(m, Some(2.0 / 3.0));
-        assert_eq!(i, m);
+        assert_eq!(score.model, Some(2.0 / 3.0));
+        assert_eq!(score.identity, score.model);
         // 'scnet': 224 frame, L = 224, α·L = 22.4 in that frame; the third point's error is
         // 30·224/200 = 33.6 > 22.4, so still 2/3; with α = 0.2 (44.8) all three pass.
-        let (m, _) = pair_pck(
+        let m = pair_pck(
             &id,
             &pair,
             (100, 200),
@@ -277,9 +279,10 @@ mod tests {
             0.1,
             &tps,
         )
-        .unwrap();
+        .unwrap()
+        .model;
         assert_eq!(m, Some(2.0 / 3.0));
-        let (m, _) = pair_pck(
+        let m = pair_pck(
             &id,
             &pair,
             (100, 200),
@@ -288,7 +291,8 @@ mod tests {
             0.2,
             &tps,
         )
-        .unwrap();
+        .unwrap()
+        .model;
         assert_eq!(m, Some(1.0));
     }
 }

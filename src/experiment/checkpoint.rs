@@ -162,6 +162,30 @@ pub fn latest_valid(root: &Path, mut warn: impl FnMut(String)) -> Option<(PathBu
     None
 }
 
+/// Writes the checkpoint of a training run at `state.step`: the resolved configuration `config`
+/// (what `eval` and `align` rebuild the model from), the model record (of an inference copy)
+/// and the optimizer state; then keeps the newest `keep_last` and best `keep_best`.
+pub fn save_training(
+    root: &Path,
+    state: &TrainState,
+    config: &str,
+    model: &crate::model::TwoStage,
+    optim: &burn::optim::ModuleOptimizer,
+    (keep_last, keep_best): (usize, usize),
+) -> Result<PathBuf> {
+    let dir = save(root, state, |tmp| {
+        write_atomic(&tmp.join(CONFIG), config.as_bytes())?;
+        crate::weights::save_record(model, &tmp.join(MODEL))?;
+        let path = tmp.join(OPTIMIZER);
+        optim.save(&path).map_err(|e| Error::Weights {
+            path: path.clone(),
+            reason: format!("cannot write optimizer state: {e}"),
+        })
+    })?;
+    retain(root, keep_last, keep_best, &dir)?;
+    Ok(dir)
+}
+
 /// Deletes checkpoints beyond the newest `keep_last` valid ones and the best `keep_best`
 /// (by PCK). Never deletes `keep` (the one just written).
 pub fn retain(root: &Path, keep_last: usize, keep_best: usize, keep: &Path) -> Result<()> {
@@ -188,41 +212,4 @@ pub fn retain(root: &Path, keep_last: usize, keep_best: usize, keep: &Path) -> R
         }
     }
     Ok(())
-}
-
-/// Loads the model of a checkpoint for inference: `path` is a step directory, its `model.bpk`,
-/// or a run's checkpoint folder (its newest valid step). Returns the model, its experiment and
-/// the step directory.
-pub fn load_model(
-    path: &Path,
-) -> Result<(crate::model::TwoStage, super::config::Experiment, PathBuf)> {
-    let bad = |reason: String| Error::Weights {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let dir = if path.is_file() {
-        path.parent().map(Path::to_path_buf).unwrap_or_default()
-    } else if path.join(MODEL).is_file() {
-        path.to_path_buf()
-    } else if path.is_dir() {
-        latest_valid(path, |w| eprintln!("warning: {w}"))
-            .map(|(d, _)| d)
-            .ok_or_else(|| bad("no valid checkpoint in this folder".into()))?
-    } else {
-        return Err(bad("no such checkpoint (give a step-N folder, its model.bpk, or a run's checkpoint folder)".into()));
-    };
-    verify(&dir).map_err(|why| bad(format!("invalid checkpoint {}: {why}", dir.display())))?;
-    let config = dir.join(CONFIG);
-    let exp = super::config::load(&config, &[])?;
-    let r = super::resolve::resolve(&exp, &config)?;
-    let model_config = crate::model::ModelConfig {
-        backbone: r.backbone,
-        image_size: exp.model.image_size,
-        normalize_features: true,
-        normalize_matches: exp.model.normalize_matches,
-        identity_init: false,
-    };
-    let mut model = model_config.init_two_stage(&crate::device::inference())?;
-    crate::weights::load_record(&mut model, &dir.join(MODEL))?;
-    Ok((model, exp, dir))
 }

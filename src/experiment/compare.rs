@@ -52,6 +52,30 @@ pub fn find_runs(root: &Path) -> Vec<RunInfo> {
     out
 }
 
+/// The runs named by `paths`: a run folder, an experiment folder (its runs), or a folder of
+/// experiments (all of them).
+pub fn runs_at(paths: &[PathBuf]) -> Vec<RunInfo> {
+    let mut runs = Vec::new();
+    for p in paths {
+        let holds_runs = std::fs::read_dir(p)
+            .is_ok_and(|d| d.flatten().any(|e| e.path().join("status.json").is_file()));
+        if p.join("status.json").is_file() {
+            let experiments = p.parent().and_then(|e| e.parent()).unwrap_or(p);
+            runs.extend(find_runs(experiments).into_iter().filter(|r| r.dir == *p));
+        } else if holds_runs {
+            let parent = p.parent().unwrap_or(p);
+            runs.extend(
+                find_runs(parent)
+                    .into_iter()
+                    .filter(|r| r.dir.starts_with(p)),
+            );
+        } else {
+            runs.extend(find_runs(p));
+        }
+    }
+    runs
+}
+
 /// A cell: runs sharing a configuration up to the seed.
 #[derive(Clone, Debug, Default)]
 pub struct Cell {

@@ -9,7 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::schedule::Schedule;
+use crate::backbone::{BackboneKind, BatchNormMode, Trainable};
 use crate::error::{Error, Result};
+use crate::eval::Benchmark;
+use crate::geometry::ComposeBorder;
+use crate::loss::Dilation;
+use crate::model::TransformKind;
 
 /// A whole experiment. Defaults: the CPU-sized WeakAlign run on the embedded dataset (about 6
 /// minutes of training on 2 cores). Where a default departs from the paper's configuration, the
@@ -50,9 +56,9 @@ pub struct Experiment {
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
     /// `vgg16`, `resnet101` or `efficientnet_lite0`.
-    pub backbone: String,
+    pub backbone: BackboneKind,
     /// `affine`, `tps` or `affine_tps`.
-    pub transform: String,
+    pub transform: TransformKind,
     /// Network input side (paper: 240; default 176 = the smallest with the 11×11 feature grid
     /// the regression head needs, for the CPU budget).
     pub image_size: usize,
@@ -67,8 +73,8 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
-            backbone: "efficientnet_lite0".into(),
-            transform: "affine_tps".into(),
+            backbone: BackboneKind::EfficientNetLite0,
+            transform: TransformKind::AffineTps,
             image_size: 176,
             normalize_matches: true,
             pretrained: true,
@@ -82,11 +88,11 @@ impl Default for ModelSection {
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     /// Training data: `embedded`, or `caltech-101` (images from `datasets/`).
-    pub train: String,
+    pub train: TrainData,
     /// Validation pairs with keypoints: `embedded` or `pf-willow`.
-    pub validation: String,
+    pub validation: Benchmark,
     /// Test pairs with keypoints: `embedded` or `pf-willow`.
-    pub test: String,
+    pub test: Benchmark,
     /// Background loader threads.
     pub workers: usize,
     /// Batches prepared ahead.
@@ -96,13 +102,34 @@ pub struct DataSection {
 impl Default for DataSection {
     fn default() -> Self {
         Self {
-            train: "embedded".into(),
-            validation: "embedded".into(),
-            test: "embedded".into(),
+            train: TrainData::Embedded,
+            validation: Benchmark::Embedded,
+            test: Benchmark::Embedded,
             workers: 2,
             prefetch: 2,
         }
     }
+}
+
+/// Where training images come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrainData {
+    /// The procedural dataset the project generates (`docs/embedded.md`).
+    #[serde(rename = "embedded")]
+    Embedded,
+    /// Caltech-101 images under `datasets/caltech-101/101_ObjectCategories`.
+    #[serde(rename = "caltech-101")]
+    Caltech101,
+}
+
+/// The inlier count of the weak loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InlierCount {
+    /// Bilinear (soft) mask: the paper's.
+    Soft,
+    /// Thresholded (hard) mask with `loss.hard_radius` (ablation).
+    Hard,
 }
 
 /// `[strong]`: CNNGeometric pre-training on synthetic warps (grid loss), per head.
@@ -116,7 +143,7 @@ pub struct StrongSection {
     /// Adam learning rate.
     pub lr: f64,
     /// Learning-rate schedule over the stage: `constant` or `cosine` (to lr/100).
-    pub schedule: String,
+    pub schedule: Schedule,
     /// Random affine translation range (reference 0.5).
     pub random_t: f64,
     /// Random affine scale range (reference 0.5).
@@ -133,7 +160,7 @@ impl Default for StrongSection {
             steps: 250,
             batch_size: 8,
             lr: 1e-3,
-            schedule: "constant".into(),
+            schedule: Schedule::Constant,
             random_t: 0.5,
             random_s: 0.5,
             random_alpha: 1.0 / 6.0,
@@ -153,11 +180,11 @@ pub struct WeakSection {
     /// Adam learning rate.
     pub lr: f64,
     /// Learning-rate schedule over the stage: `constant` or `cosine` (to lr/100).
-    pub schedule: String,
+    pub schedule: Schedule,
     /// Backbone parameters that train: `frozen`, `all`, or `last:N` blocks.
-    pub backbone_trainable: String,
+    pub backbone_trainable: Trainable,
     /// BatchNorm: `frozen` (running statistics, reference) or `train`.
-    pub batch_norm: String,
+    pub batch_norm: BatchNormMode,
 }
 
 impl Default for WeakSection {
@@ -166,9 +193,9 @@ impl Default for WeakSection {
             steps: 60,
             batch_size: 8,
             lr: 1e-5,
-            schedule: "constant".into(),
-            backbone_trainable: "frozen".into(),
-            batch_norm: "frozen".into(),
+            schedule: Schedule::Constant,
+            backbone_trainable: Trainable::Frozen,
+            batch_norm: BatchNormMode::Frozen,
         }
     }
 }
@@ -178,28 +205,28 @@ impl Default for WeakSection {
 #[serde(deny_unknown_fields, default)]
 pub struct LossSection {
     /// `soft` (paper) or `hard`.
-    pub inlier: String,
+    pub inlier: InlierCount,
     /// Hard-count tolerance in feature cells.
     pub hard_radius: f64,
     /// Mask dilation: `none`, `cross`, `square`.
-    pub dilation: String,
+    pub dilation: Dilation,
     /// Normalize the inlier count by the mask sum.
     pub normalize: bool,
     /// TPS regularization λ of the mask warp (reference 0.2).
     pub tps_lambda: f64,
     /// Composed-mask border handling: `reference` or `analytic`.
-    pub compose_border: String,
+    pub compose_border: ComposeBorder,
 }
 
 impl Default for LossSection {
     fn default() -> Self {
         Self {
-            inlier: "soft".into(),
+            inlier: InlierCount::Soft,
             hard_radius: 1.0,
-            dilation: "none".into(),
+            dilation: Dilation::None,
             normalize: true,
             tps_lambda: 0.2,
-            compose_border: "reference".into(),
+            compose_border: ComposeBorder::Reference,
         }
     }
 }
@@ -297,11 +324,26 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-/// The key a serde error names (`unknown field `x``, `missing field`, ...), if any.
-fn key_in(message: &str) -> Option<String> {
-    let start = message.find('`')? + 1;
-    let end = start + message[start..].find('`')?;
-    Some(message[start..end].to_string())
+/// The dotted key written on the line that holds byte `offset`: the nearest `[table]` header
+/// above it joined with the key left of `=` (`model.backbone`), or the header itself.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let header_re = regex::Regex::new(r"^\s*\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?\s*(#.*)?$")
+        .expect("valid regex");
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    if let Some(c) = header_re.captures(line) {
+        return Some(c[1].to_string());
+    }
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| header_re.captures(l).map(|c| c[1].to_string()));
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 fn config_error(
@@ -331,22 +373,29 @@ pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<Experiment
         let line = e.span().map(|s| line_of(text, s.start));
         config_error(path, line, None, e.message().to_string())
     })?;
-    // Report unknown keys and type errors of the file itself with their line.
+    // Unknown keys, wrong types and unknown choices of the file itself, with line and key.
     toml::from_str::<Experiment>(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start));
-        config_error(path, line, key_in(e.message()), e.message().to_string())
-    })?;
-    for o in overrides {
-        apply_override(path, &mut table, o)?;
-    }
-    let mut exp: Experiment = table.try_into().map_err(|e: toml::de::Error| {
+        let span = e.span();
         config_error(
             path,
-            None,
-            key_in(e.message()),
-            format!("after --set: {}", e.message()),
+            span.clone().map(|s| line_of(text, s.start)),
+            span.and_then(|s| key_at(text, s.start)),
+            e.message().to_string(),
         )
     })?;
+    // Each override is checked as it is applied, so an error names its key.
+    for o in overrides {
+        let key = apply_override(path, &mut table, o)?;
+        table
+            .clone()
+            .try_into::<Experiment>()
+            .map_err(|e: toml::de::Error| {
+                config_error(path, None, Some(key), format!("--set {o}: {}", e.message()))
+            })?;
+    }
+    let mut exp: Experiment = table
+        .try_into()
+        .map_err(|e: toml::de::Error| config_error(path, None, None, e.message().to_string()))?;
     if exp.name.is_empty() {
         exp.name = path
             .file_stem()
@@ -356,8 +405,8 @@ pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<Experiment
     Ok(exp)
 }
 
-/// Applies one `a.b.c=value` override; the key must exist in the defaults.
-pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Result<()> {
+/// Applies one `a.b.c=value` override and returns its key; the key must exist in the defaults.
+pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Result<String> {
     let (key, raw) = item
         .split_once('=')
         .ok_or_else(|| config_error(path, None, Some(item.into()), "--set expects key=value"))?;
@@ -401,7 +450,7 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
             })?;
     }
     node.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
+    Ok(key.to_string())
 }
 
 impl Experiment {
@@ -483,6 +532,18 @@ pub struct Roots {
     pub datasets: PathBuf,
     /// `checkpoints/pretrained/` (ImageNet weights).
     pub pretrained: PathBuf,
+}
+
+impl Roots {
+    /// The folders under a project root.
+    pub fn under(root: &Path) -> Self {
+        Self {
+            runs: root.join("runs"),
+            checkpoints: root.join("checkpoints"),
+            datasets: root.join("datasets"),
+            pretrained: root.join(crate::weights::PRETRAINED_DIR),
+        }
+    }
 }
 
 impl Default for Roots {

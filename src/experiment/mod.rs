@@ -1,10 +1,24 @@
-//! Experiments: TOML files, the training runner, run directories, TensorBoard logging,
-//! checkpoints and sweeps.
+//! Experiments: TOML files resolved into one typed configuration, the training runner and its
+//! parts, run directories, TensorBoard logging, checkpoints, sweeps and comparisons.
+//!
+//! A run flows through these files in order: [`config`] (parse, `--set`, hash) → [`resolve`]
+//! (checked, typed [`resolve::Resolved`]) → [`runner`] (resume policy and the loop), which uses
+//! [`stage`] (what each stage trains; [`schedule`] its learning rate), [`sources`] (the batches),
+//! [`step`] (one optimisation step), [`logger`] (TensorBoard via [`tensorboard`],
+//! `metrics.jsonl`), [`checkpoint`] and [`run_dir`]. [`trained`] loads a finished model for
+//! `eval` and `align`; [`sweep`] expands and runs `[sweep]` files; [`compare`] tabulates runs.
 
 pub mod checkpoint;
 pub mod compare;
 pub mod config;
+pub mod logger;
 pub mod resolve;
 pub mod run_dir;
 pub mod runner;
+pub mod schedule;
+pub mod sources;
+pub mod stage;
+pub mod step;
+pub mod sweep;
 pub mod tensorboard;
+pub mod trained;

@@ -1,38 +1,43 @@
-//! Resolution: the parsed [`Experiment`] checked across fields and turned into typed choices.
-//! Every user error surfaces here, before any tensor exists.
+//! Resolution: the parsed [`Experiment`] checked across fields and turned into the one
+//! [`Resolved`] value that the runner, the checkpoints, `eval` and `align` all receive. Every
+//! user error surfaces here, before any file is written or any tensor exists; nothing after this
+//! re-parses a name or re-derives a configuration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::config::Experiment;
-use crate::backbone::{BackboneKind, BatchNormMode, Trainable};
+use super::config::{Experiment, InlierCount};
+use crate::backbone::Normalization;
 use crate::error::{Error, Result};
-use crate::geometry::ComposeBorder;
-use crate::loss::{Dilation, InlierConfig, InlierKind};
+use crate::loss::{InlierConfig, InlierKind};
+use crate::model::{ModelConfig, TransformKind};
 
-/// Which transforms the model predicts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TransformKind {
-    /// Affine only (stage 1).
-    Affine,
-    /// TPS only (the TPS head on the unwarped pair).
-    Tps,
-    /// The two-stage affine → TPS model.
-    AffineTps,
-}
-
-/// Typed, validated choices of an experiment.
+/// A checked experiment with everything derived from it.
 #[derive(Clone, Debug)]
 pub struct Resolved {
-    /// Backbone.
-    pub backbone: BackboneKind,
-    /// Transforms.
-    pub transform: TransformKind,
-    /// Inlier count of the weak loss.
+    /// The experiment (typed; validated).
+    pub experiment: Experiment,
+    /// The file it was read from (named in messages).
+    pub file: PathBuf,
+    /// Canonical hash of the configuration ([`Experiment::hash`]).
+    pub hash: String,
+    /// The hash without the seed: runs differing only in seed share it ([`Experiment::cell_hash`]).
+    pub cell_hash: String,
+    /// The architecture.
+    pub model: ModelConfig,
+    /// The inlier count of the weak loss.
     pub inlier: InlierConfig,
-    /// Which backbone parameters train in the weak stage.
-    pub weak_trainable: Trainable,
-    /// BatchNorm mode in the weak stage.
-    pub weak_batch_norm: BatchNormMode,
+}
+
+impl Resolved {
+    /// Which transforms the model predicts.
+    pub fn transform(&self) -> TransformKind {
+        self.experiment.model.transform
+    }
+
+    /// The backbone's input normalization.
+    pub fn normalization(&self) -> Normalization {
+        self.model.backbone.normalization()
+    }
 }
 
 fn bad(file: &Path, key: &str, msg: impl Into<String>) -> Error {
@@ -44,41 +49,10 @@ fn bad(file: &Path, key: &str, msg: impl Into<String>) -> Error {
     }
 }
 
-fn choice<T: Copy>(file: &Path, key: &str, value: &str, options: &[(&str, T)]) -> Result<T> {
-    options
-        .iter()
-        .find(|(n, _)| *n == value)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            bad(file, key, format!("{value:?} is not one of {names:?}"))
-        })
-}
-
-/// Checks `exp` and resolves its enumerations (`file` names the source in errors).
-pub fn resolve(exp: &Experiment, file: &Path) -> Result<Resolved> {
-    let backbone = choice(
-        file,
-        "model.backbone",
-        &exp.model.backbone,
-        &[
-            ("vgg16", BackboneKind::Vgg16),
-            ("resnet101", BackboneKind::ResNet101),
-            ("efficientnet_lite0", BackboneKind::EfficientNetLite0),
-        ],
-    )?;
-    let transform = choice(
-        file,
-        "model.transform",
-        &exp.model.transform,
-        &[
-            ("affine", TransformKind::Affine),
-            ("tps", TransformKind::Tps),
-            ("affine_tps", TransformKind::AffineTps),
-        ],
-    )?;
+/// Checks the numeric ranges of `exp` (`file` names the source in errors).
+fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
     let s = exp.model.image_size;
-    if !s.is_multiple_of(16) || backbone.feature_size(s) < 11 {
+    if !s.is_multiple_of(16) || exp.model.backbone.feature_size(s) < 11 {
         return Err(bad(
             file,
             "model.image_size",
@@ -88,6 +62,10 @@ pub fn resolve(exp: &Experiment, file: &Path) -> Result<Resolved> {
     for (key, v) in [
         ("strong.batch_size", exp.strong.batch_size),
         ("weak.batch_size", exp.weak.batch_size),
+        ("eval.every", exp.eval.every),
+        ("checkpoint.every", exp.checkpoint.every),
+        ("checkpoint.keep_last", exp.checkpoint.keep_last),
+        ("log.every", exp.log.every),
     ] {
         if v == 0 {
             return Err(bad(file, key, "must be ≥ 1"));
@@ -98,36 +76,12 @@ pub fn resolve(exp: &Experiment, file: &Path) -> Result<Resolved> {
             return Err(bad(file, key, format!("{v}: must be finite and > 0")));
         }
     }
-    for (key, v) in [
-        ("strong.schedule", &exp.strong.schedule),
-        ("weak.schedule", &exp.weak.schedule),
-    ] {
-        if v != "constant" && v != "cosine" {
-            return Err(bad(
-                file,
-                key,
-                format!("{v:?} is not one of [\"constant\", \"cosine\"]"),
-            ));
-        }
-    }
     if !(exp.eval.alpha > 0.0 && exp.eval.alpha <= 1.0) {
         return Err(bad(
             file,
             "eval.alpha",
             format!("{}: must be in (0, 1]", exp.eval.alpha),
         ));
-    }
-    for (key, v) in [
-        ("eval.every", exp.eval.every),
-        ("checkpoint.every", exp.checkpoint.every),
-        ("log.every", exp.log.every),
-    ] {
-        if v == 0 {
-            return Err(bad(file, key, "must be ≥ 1"));
-        }
-    }
-    if exp.checkpoint.keep_last == 0 {
-        return Err(bad(file, "checkpoint.keep_last", "must be ≥ 1"));
     }
     for (key, v) in [
         ("loss.tps_lambda", exp.loss.tps_lambda),
@@ -137,90 +91,56 @@ pub fn resolve(exp: &Experiment, file: &Path) -> Result<Resolved> {
             return Err(bad(file, key, format!("{v}: must be finite and ≥ 0")));
         }
     }
-    for (key, v) in [
-        ("data.train", &exp.data.train),
-        ("data.validation", &exp.data.validation),
-        ("data.test", &exp.data.test),
-    ] {
-        let ok: &[&str] = if key == "data.train" {
-            &["embedded", "caltech-101"]
-        } else {
-            &["embedded", "pf-willow"]
-        };
-        if !ok.contains(&v.as_str()) {
-            return Err(bad(file, key, format!("{v:?} is not one of {ok:?}")));
-        }
+    if exp.loss.inlier == InlierCount::Hard
+        && !(exp.loss.hard_radius.is_finite() && exp.loss.hard_radius > 0.0)
+    {
+        return Err(bad(file, "loss.hard_radius", "must be finite and > 0"));
     }
-    let kind = match exp.loss.inlier.as_str() {
-        "soft" => InlierKind::Soft,
-        "hard" if exp.loss.hard_radius.is_finite() && exp.loss.hard_radius > 0.0 => {
-            InlierKind::Hard {
-                radius: exp.loss.hard_radius,
-            }
-        }
-        "hard" => return Err(bad(file, "loss.hard_radius", "must be finite and > 0")),
-        other => {
+    for (key, v) in [
+        ("data.validation", exp.data.validation),
+        ("data.test", exp.data.test),
+    ] {
+        if !v.trains_with() {
             return Err(bad(
                 file,
-                "loss.inlier",
-                format!("{other:?} is not one of [\"soft\", \"hard\"]"),
+                key,
+                format!("{:?} is not one of [\"embedded\", \"pf-willow\"]", v.name()),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Checks `exp` and derives the model and loss configuration (`file` names the source in
+/// errors).
+pub fn resolve(exp: &Experiment, file: &Path) -> Result<Resolved> {
+    check_ranges(exp, file)?;
+    let model = ModelConfig {
+        backbone: exp.model.backbone,
+        image_size: exp.model.image_size,
+        normalize_features: true,
+        normalize_matches: exp.model.normalize_matches,
+        identity_init: exp.model.identity_init,
     };
-    let dilation = choice(
-        file,
-        "loss.dilation",
-        &exp.loss.dilation,
-        &[
-            ("none", Dilation::None),
-            ("cross", Dilation::Cross),
-            ("square", Dilation::Square),
-        ],
-    )?;
-    let compose_border = choice(
-        file,
-        "loss.compose_border",
-        &exp.loss.compose_border,
-        &[
-            ("reference", ComposeBorder::Reference),
-            ("analytic", ComposeBorder::Analytic),
-        ],
-    )?;
-    let weak_trainable = match exp.weak.backbone_trainable.as_str() {
-        "frozen" => Trainable::Frozen,
-        "all" => Trainable::All,
-        other => match other.strip_prefix("last:").and_then(|n| n.parse().ok()) {
-            Some(n) => Trainable::LastBlocks(n),
-            None => {
-                return Err(bad(
-                    file,
-                    "weak.backbone_trainable",
-                    format!("{other:?}: use \"frozen\", \"all\" or \"last:N\""),
-                ));
-            }
+    let kind = match exp.loss.inlier {
+        InlierCount::Soft => InlierKind::Soft,
+        InlierCount::Hard => InlierKind::Hard {
+            radius: exp.loss.hard_radius,
         },
     };
-    let weak_batch_norm = choice(
-        file,
-        "weak.batch_norm",
-        &exp.weak.batch_norm,
-        &[
-            ("frozen", BatchNormMode::Frozen),
-            ("train", BatchNormMode::Train),
-        ],
-    )?;
     let inlier = InlierConfig {
         kind,
-        dilation,
+        dilation: exp.loss.dilation,
         normalize: exp.loss.normalize,
-        compose_border,
+        compose_border: exp.loss.compose_border,
         ..InlierConfig::default()
     };
     Ok(Resolved {
-        backbone,
-        transform,
+        experiment: exp.clone(),
+        file: file.to_path_buf(),
+        hash: exp.hash(),
+        cell_hash: exp.cell_hash(),
+        model,
         inlier,
-        weak_trainable,
-        weak_batch_norm,
     })
 }

@@ -107,13 +107,9 @@ impl RunDir {
                         .and_then(|s| s.trim().parse().ok());
                     match holder {
                         Some(pid) if process_alive(pid) && pid != std::process::id() => {
-                            return Err(Error::Argument {
-                                op: "run",
-                                arg: "run directory",
-                                reason: format!(
-                                    "{} is locked by running process {pid}",
-                                    path.display()
-                                ),
+                            return Err(Error::Locked {
+                                path,
+                                holder: Some(pid),
                             });
                         }
                         _ => {
@@ -124,11 +120,7 @@ impl RunDir {
                 Err(e) => return Err(Error::io(&lock, e)),
             }
         }
-        Err(Error::Argument {
-            op: "run",
-            arg: "run directory",
-            reason: format!("cannot take the lock {}", lock.display()),
-        })
+        Err(Error::Locked { path, holder: None })
     }
 
     /// Writes `status.json` atomically.

@@ -16,8 +16,10 @@ use crate::error::Result;
 /// The value the reference writes into out-of-range grid locations (they then sample zeros).
 pub const OUT_OF_RANGE: f64 = 1e10;
 
-/// How a composed sampling grid treats locations that leave `(-1, 1)²`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a composed sampling grid treats locations that leave `(-1, 1)²` (`"reference"` or
+/// `"analytic"` in files).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ComposeBorder {
     /// The reference's `ComposedGeometricTnf`: the affine grid is built over the output grid,
     /// its locations outside the open box `(-1, 1)²` are set to 1e10, it is bilinearly sampled at

@@ -58,8 +58,10 @@ pub enum InlierKind {
     },
 }
 
-/// Per-channel dilation of the identity mask before warping.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Per-channel dilation of the identity mask before warping (`"none"`, `"cross"`, `"square"` in
+/// files).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Dilation {
     /// No dilation (the reference training script: `--dilation-filter 0`).
     #[default]
@@ -205,6 +207,17 @@ pub fn composed_inlier_score(
     inlier_score(matches, locations, config)
 }
 
+/// The WeakAlign objective and the two inlier scores it is made of.
+#[derive(Clone, Debug)]
+pub struct WeakAlignLoss {
+    /// `mean_b −(s_aff + s_aff∘tps)`, `[1]`.
+    pub loss: Tensor<1>,
+    /// `s_aff` per pair, `[batch]`.
+    pub inlier_aff: Tensor<1>,
+    /// `s_aff∘tps` per pair, `[batch]`.
+    pub inlier_aff_tps: Tensor<1>,
+}
+
 /// The WeakAlign objective `mean_b −(s_aff + s_aff∘tps)`, both terms scored on the stage-1
 /// correlation `corr_aff` (as the reference's `train_weak.py`; its `corr_aff_tps` is unused).
 ///
@@ -213,21 +226,25 @@ pub fn composed_inlier_score(
 /// # Shapes
 /// - `theta_aff`: `[batch, 6]`, `theta_tps`: `[batch, 18]`
 /// - `corr_aff`: `[batch, h·w, h, w]`
-/// - output: `[1]`
+/// - output: `loss` `[1]`, the scores `[batch]`
 pub fn weakalign_loss(
     theta_aff: &AffineTheta,
     theta_tps: &TpsTheta,
     tps: &Tps,
     corr_aff: Tensor<4>,
     config: &InlierConfig,
-) -> Result<Tensor<1>> {
-    let s_aff = affine_inlier_score(theta_aff, corr_aff.clone(), config)?;
+) -> Result<WeakAlignLoss> {
+    let inlier_aff = affine_inlier_score(theta_aff, corr_aff.clone(), config)?;
     let composed = Composed {
         affine: theta_aff,
         tps: tps.warp(theta_tps),
     };
-    let s_comp = composed_inlier_score(&composed, corr_aff, config)?;
-    Ok((s_aff + s_comp).neg().mean())
+    let inlier_aff_tps = composed_inlier_score(&composed, corr_aff, config)?;
+    Ok(WeakAlignLoss {
+        loss: (inlier_aff.clone() + inlier_aff_tps.clone()).neg().mean(),
+        inlier_aff,
+        inlier_aff_tps,
+    })
 }
 
 /// Applies the dilation to the source axis of `matches`: cell `q` receives

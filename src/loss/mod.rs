@@ -6,6 +6,6 @@ pub mod inlier;
 
 pub use grid_loss::transformed_grid_loss;
 pub use inlier::{
-    Dilation, InlierConfig, InlierKind, affine_inlier_score, composed_inlier_score, inlier_score,
-    weakalign_loss,
+    Dilation, InlierConfig, InlierKind, WeakAlignLoss, affine_inlier_score, composed_inlier_score,
+    inlier_score, weakalign_loss,
 };

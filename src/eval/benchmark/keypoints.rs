@@ -1,0 +1,105 @@
+//! Keypoint benchmarks (embedded, PF-WILLOW, PF-PASCAL): PCK@α of the affine and affine∘TPS
+//! predictions and of the identity, per class and overall.
+
+use super::{Benchmark, EvalOptions, Report, Subject, report};
+use crate::data::embedded::Split;
+use crate::error::Result;
+use crate::eval::keypoints::{PairScore, Procedure, evaluate_pairs};
+use crate::geometry::Tps;
+use crate::model::TransformKind;
+
+/// The reference length of PCK as the report states it.
+fn reference_length(benchmark: Benchmark, procedure: Procedure) -> &'static str {
+    match (benchmark, procedure) {
+        (Benchmark::PfPascal, Procedure::ImageSize224) => {
+            "224 (keypoints rescaled to a 224×224 frame; 'scnet')"
+        }
+        (Benchmark::PfPascal, Procedure::BoundingBox) => {
+            "max side of the source keypoint bounding box ('pf')"
+        }
+        _ => "max side of the source keypoint bounding box",
+    }
+}
+
+/// PCK of `subject` on a keypoint benchmark (the PF-PASCAL procedure from `options`, the
+/// bounding box elsewhere).
+pub fn evaluate(
+    subject: Subject<'_>,
+    benchmark: Benchmark,
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Report> {
+    let set = benchmark.keypoint_set(&options.datasets, None, Split::Test)?;
+    let procedure = match benchmark {
+        Benchmark::PfPascal => options.procedure,
+        _ => Procedure::BoundingBox,
+    };
+    let reference = reference_length(benchmark, procedure);
+    let tps = Tps::new(options.tps_lambda)?;
+    let n = set.pairs.len();
+    let mut results = serde_json::Map::new();
+    let mut identity = None;
+    for (name, kind, offset) in [
+        ("aff", TransformKind::Affine, 0),
+        ("aff_tps", TransformKind::AffineTps, n),
+    ] {
+        let pairs = evaluate_pairs(
+            subject.model,
+            &set,
+            kind,
+            subject.norm,
+            options.alpha,
+            &tps,
+            8,
+            procedure,
+            &mut |done| progress(offset + done, 2 * n),
+        )?;
+        let scores = |pick: fn(&PairScore) -> Option<f64>| {
+            report::summarize(pairs.iter().map(|p| (p.class.as_str(), pick(p))))
+        };
+        results.insert(name.into(), scores(|p| p.model));
+        identity.get_or_insert_with(|| scores(|p| p.identity));
+    }
+    results.insert("identity".into(), identity.unwrap_or_default());
+    let name = benchmark.name();
+    let json = serde_json::json!({
+        "dataset": name,
+        "checkpoint": subject.checkpoint.display().to_string(),
+        "experiment": subject.experiment,
+        "protocol": {
+            "alpha": options.alpha,
+            "reference_length": reference,
+            "network_resolution": subject.model.image_size,
+            "tps_lambda": options.tps_lambda,
+            "averaging": "mean over pairs of the per-pair fraction of correct keypoints",
+        },
+        "pairs": n,
+        "pck": results,
+    });
+    let mut md = format!(
+        "# PCK@{} on {name} ({n} pairs)\n\nReference length: {reference}; network input {} px; TPS λ {}.\n\n| class | affine | affine∘TPS | identity |\n|---|---|---|---|\n",
+        options.alpha, subject.model.image_size, options.tps_lambda
+    );
+    let pck = &json["pck"];
+    if let Some(classes) = pck["aff"]["per_class"].as_object() {
+        for c in classes.keys() {
+            md += &format!(
+                "| {c} | {} | {} | {} |\n",
+                report::cell(&pck["aff"]["per_class"][c]),
+                report::cell(&pck["aff_tps"]["per_class"][c]),
+                report::cell(&pck["identity"]["per_class"][c])
+            );
+        }
+    }
+    md += &format!(
+        "| **overall** | **{}** | **{}** | **{}** |\n",
+        report::cell(&pck["aff"]["overall"]),
+        report::cell(&pck["aff_tps"]["overall"]),
+        report::cell(&pck["identity"]["overall"])
+    );
+    Ok(Report {
+        name,
+        json,
+        markdown: md,
+    })
+}

@@ -1,0 +1,50 @@
+//! Dense correspondences of a two-stage model on images at their own resolution: where every
+//! target pixel lands in the source under the identity, θ_aff and θ_aff∘θ_tps.
+
+use burn::tensor::DType;
+
+use crate::backbone::Normalization;
+use crate::data::image::{RgbImage, normalize, resize};
+use crate::error::Result;
+use crate::geometry::{
+    AffineTheta, ComposeBorder, Composed, GridFactors, Theta, Tps, sampling_grid,
+};
+use crate::model::TwoStage;
+
+/// Normalized source locations `(x, y)` of every target pixel (row-major over the target's own
+/// `h × w`) under, in order, the identity, θ_aff and θ_aff∘θ_tps predicted for
+/// `(source, target)`; the composition is analytic (the evaluation's convention).
+pub fn dense_locations(
+    model: &TwoStage,
+    norm: Normalization,
+    source: &RgbImage,
+    target: &RgbImage,
+    spline: &Tps,
+) -> Result<[Vec<(f64, f64)>; 3]> {
+    let device = crate::device::inference();
+    let size = model.image_size;
+    let input = |img: &RgbImage| {
+        normalize(
+            resize(img.to_tensor(&device, DType::F32), [size, size]),
+            norm,
+        )
+    };
+    let out = model.forward(input(source), input(target))?;
+    let (h, w) = (target.height, target.width);
+    let identity = AffineTheta::identity(1, &device, DType::F32);
+    let composed = Composed {
+        affine: &out.theta_aff,
+        tps: spline.warp(&out.theta_tps),
+    };
+    let grids = [
+        sampling_grid(&identity, [h, w], GridFactors::default())?,
+        sampling_grid(&out.theta_aff, [h, w], GridFactors::default())?,
+        composed.grid([h, w], GridFactors::default(), ComposeBorder::Analytic)?,
+    ];
+    Ok(grids.map(|g| {
+        crate::device::read_f64(g)
+            .chunks(2)
+            .map(|p| (p[0], p[1]))
+            .collect()
+    }))
+}

@@ -1,0 +1,123 @@
+//! The stages of a run and what each trains: `strong_affine` and `strong_tps` (CNNGeometric
+//! pre-training of one head on synthetic warps, grid loss, backbone frozen) and `weak` (the
+//! WeakAlign objective on image pairs), in that order on one global step counter.
+
+use burn::module::Module;
+
+use super::resolve::Resolved;
+use super::schedule::Schedule;
+use crate::backbone::{BatchNormMode, Trainable};
+use crate::model::{TransformKind, TwoStage};
+
+/// A training stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The affine head on synthetic affine pairs (grid loss).
+    StrongAffine,
+    /// The TPS head on synthetic TPS pairs (grid loss).
+    StrongTps,
+    /// Weak fine-tuning with the inlier loss.
+    Weak,
+}
+
+impl Stage {
+    /// Its name in logs, metrics and TensorBoard tags.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::StrongAffine => "strong_affine",
+            Stage::StrongTps => "strong_tps",
+            Stage::Weak => "weak",
+        }
+    }
+}
+
+/// A stage placed on the global step counter, with its optimisation settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StagePlan {
+    /// The stage.
+    pub stage: Stage,
+    /// First global step (steps completed before the stage).
+    pub begin: u64,
+    /// Global steps completed when the stage ends.
+    pub end: u64,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Its schedule over the stage.
+    pub schedule: Schedule,
+    /// Pairs per batch.
+    pub batch_size: usize,
+}
+
+impl StagePlan {
+    /// The learning rate of the step taken when `step` steps are complete.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        self.schedule
+            .lr_at(self.lr, step - self.begin, self.end - self.begin)
+    }
+}
+
+/// The stages of an experiment in order (a stage of 0 steps is left out; a strong stage only
+/// for a head the transform uses).
+pub fn plan(r: &Resolved) -> Vec<StagePlan> {
+    let exp = &r.experiment;
+    let mut stages = Vec::new();
+    let mut at = 0u64;
+    let mut push = |stage: Stage, steps: usize| {
+        let (lr, schedule, batch_size) = match stage {
+            Stage::Weak => (exp.weak.lr, exp.weak.schedule, exp.weak.batch_size),
+            _ => (exp.strong.lr, exp.strong.schedule, exp.strong.batch_size),
+        };
+        if steps > 0 {
+            let end = at + steps as u64;
+            stages.push(StagePlan {
+                stage,
+                begin: at,
+                end,
+                lr,
+                schedule,
+                batch_size,
+            });
+            at = end;
+        }
+    };
+    if r.transform() != TransformKind::Tps {
+        push(Stage::StrongAffine, exp.strong.steps);
+    }
+    if r.transform() != TransformKind::Affine {
+        push(Stage::StrongTps, exp.strong.steps);
+    }
+    push(Stage::Weak, exp.weak.steps);
+    stages
+}
+
+/// Sets which parameters train and how BatchNorm behaves in `stage`.
+pub fn configure(model: TwoStage, stage: Stage, r: &Resolved) -> TwoStage {
+    let mut m = model;
+    match stage {
+        Stage::StrongAffine | Stage::StrongTps => {
+            // The reference: feature extractor frozen and in eval mode; the trained head's BN in
+            // train mode.
+            m.backbone = m
+                .backbone
+                .configure(BatchNormMode::Frozen, Trainable::Frozen);
+            let train_aff = stage == Stage::StrongAffine;
+            m.regression_aff = m.regression_aff.set_require_grad(train_aff);
+            m.regression_tps = m.regression_tps.set_require_grad(!train_aff);
+        }
+        Stage::Weak => {
+            let weak = &r.experiment.weak;
+            m.backbone = m
+                .backbone
+                .configure(weak.batch_norm, weak.backbone_trainable);
+            // Frozen BatchNorm: running statistics in the heads too (the reference's model.eval()),
+            // while γ/β keep training.
+            if weak.batch_norm == BatchNormMode::Frozen {
+                m.regression_aff = m.regression_aff.freeze();
+                m.regression_tps = m.regression_tps.freeze();
+            }
+            m.regression_aff = m.regression_aff.set_require_grad(true);
+            m.regression_tps = m.regression_tps.set_require_grad(true);
+        }
+    }
+    m
+}

@@ -1,0 +1,102 @@
+//! A trained model with the configuration it came from: one of our checkpoints (its
+//! `config.toml` is covered by the same resolution as a fresh run) or the authors' two-stage
+//! checkpoint converted with `tools/convert_checkpoint.py`.
+
+use std::path::{Path, PathBuf};
+
+use super::checkpoint::{CONFIG, MODEL, latest_valid, verify};
+use super::config::{Experiment, ModelSection};
+use super::resolve::{Resolved, resolve};
+use crate::backbone::BackboneKind;
+use crate::error::{Error, Result};
+use crate::eval::Subject;
+use crate::model::TwoStage;
+
+/// An inference model and where it came from.
+pub struct Trained {
+    /// The model (inference device).
+    pub model: TwoStage,
+    /// Its configuration.
+    pub resolved: Resolved,
+    /// The checkpoint's step folder, or the official file.
+    pub source: PathBuf,
+    /// Things the user should know (a skipped damaged checkpoint, unused keys).
+    pub warnings: Vec<String>,
+}
+
+impl Trained {
+    /// The model as an evaluation subject.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            model: &self.model,
+            norm: self.resolved.normalization(),
+            checkpoint: &self.source,
+            experiment: &self.resolved.experiment.name,
+        }
+    }
+}
+
+/// Loads one of our checkpoints: `path` is a step folder, its `model.bpk`, or a run's checkpoint
+/// folder (its newest valid step).
+pub fn load_checkpoint(path: &Path) -> Result<Trained> {
+    let bad = |reason: String| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut warnings = Vec::new();
+    let dir = if path.is_file() {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else if path.join(MODEL).is_file() {
+        path.to_path_buf()
+    } else if path.is_dir() {
+        latest_valid(path, |w| warnings.push(w))
+            .map(|(d, _)| d)
+            .ok_or_else(|| bad("no valid checkpoint in this folder".into()))?
+    } else {
+        return Err(bad("no such checkpoint (give a step-N folder, its model.bpk, or a run's checkpoint folder)".into()));
+    };
+    verify(&dir).map_err(|why| bad(format!("invalid checkpoint {}: {why}", dir.display())))?;
+    let config = dir.join(CONFIG);
+    let resolved = resolve(&super::config::load(&config, &[])?, &config)?;
+    let mut model = resolved.model.init_two_stage(&crate::device::inference())?;
+    crate::weights::load_record(&mut model, &dir.join(MODEL))?;
+    Ok(Trained {
+        model,
+        resolved,
+        source: dir,
+        warnings,
+    })
+}
+
+/// Loads the authors' two-stage model (`file`: converted to safetensors) with its `backbone`; it
+/// is described as the experiment `official` at the authors' 240 px.
+pub fn load_official(file: &Path, backbone: BackboneKind) -> Result<Trained> {
+    let exp = Experiment {
+        name: "official".into(),
+        model: ModelSection {
+            backbone,
+            image_size: 240, // the authors' models
+            ..ModelSection::default()
+        },
+        ..Experiment::default()
+    };
+    let resolved = resolve(&exp, file)?;
+    let mut model = resolved.model.init_two_stage(&crate::device::inference())?;
+    let report = crate::weights::load_official_two_stage(&mut model, file)?;
+    let warnings = if report.unexpected.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{} keys of {} were not used: {:?}",
+            report.unexpected.len(),
+            file.display(),
+            report.unexpected
+        )]
+    };
+    Ok(Trained {
+        model,
+        resolved,
+        source: file.to_path_buf(),
+        warnings,
+    })
+}
