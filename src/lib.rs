@@ -9,13 +9,24 @@
 //! pairs: the [`loss`] is a differentiable "soft inlier count", a RANSAC-like score read off the
 //! correlation through the predicted warp.
 //!
-//! Modules in data-flow order:
+//! Modules, the pipeline first in data-flow order, then what drives it:
+//! - [`backbone`]: the siamese feature extractors (VGG-16, ResNet-101, EfficientNet-Lite0).
 //! - [`correlation`]: feature L2 normalization, the correlation tensor `[B, h·w, h, w]` and its
 //!   normalization.
+//! - [`regression`]: the regression head, correlation → typed θ.
+//! - [`model`]: the single-stage and two-stage (affine → TPS) models and their configuration.
 //! - [`geometry`]: typed θ ([`geometry::AffineTheta`], [`geometry::TpsTheta`]), sampling grids,
 //!   point maps, bilinear warping. Read its `# Convention` block first.
 //! - [`loss`]: the strong-supervision transformed-grid loss and the weak inlier counts.
+//! - [`data`]: images, synthetic and weak pairs, benchmark readers, the embedded dataset, loading.
+//! - [`eval`]: metrics, benchmark protocols and reports, alignment of your own images.
+//! - [`experiment`]: configuration, the training runner and its parts, runs, checkpoints, sweeps.
+//! - [`cli`]: the `weakalign` command, one file per subcommand.
+//! - [`weights`]: weight files: our records, torchvision and official checkpoints, ImageNet.
 //! - [`device`]: the one place that names the backend.
+//! - [`error`]: the error type and the process exit codes.
+//! - [`choice`]: names of user choices (serde names, shared by files and the command line).
+//! - [`fsutil`]: atomic file writes.
 //!
 //! Semantics follow the authors' PyTorch code (align_corners = true, θ maps target → source,
 //! correlation index `k = x·h + y`); deliberate deviations are options and say so where they are

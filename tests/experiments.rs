@@ -513,3 +513,101 @@ fn eval_and_align_use_a_checkpoint() {
         text(&bad)
     );
 }
+
+#[test]
+fn stages_follow_the_transform_on_one_step_counter() {
+    use weakalign::experiment::stage::{Stage, plan};
+    let stages = |transform: &str| {
+        let e = load(&smoke(), &[format!("model.transform={transform}")]).unwrap();
+        plan(&resolve(&e, &smoke()).unwrap())
+            .iter()
+            .map(|p| (p.stage, p.begin, p.end, p.batch_size))
+            .collect::<Vec<_>>()
+    };
+    // smoke: 3 strong steps per head, 3 weak steps, batches of 2.
+    assert_eq!(
+        stages("affine_tps"),
+        [
+            (Stage::StrongAffine, 0, 3, 2),
+            (Stage::StrongTps, 3, 6, 2),
+            (Stage::Weak, 6, 9, 2)
+        ]
+    );
+    assert_eq!(
+        stages("affine"),
+        [(Stage::StrongAffine, 0, 3, 2), (Stage::Weak, 3, 6, 2)]
+    );
+    assert_eq!(
+        stages("tps"),
+        [(Stage::StrongTps, 0, 3, 2), (Stage::Weak, 3, 6, 2)]
+    );
+    // A cosine stage starts at its base rate and ends near a hundredth of it.
+    let e = load(
+        &smoke(),
+        &["weak.schedule=cosine".into(), "weak.lr=1e-3".into()],
+    )
+    .unwrap();
+    let weak = plan(&resolve(&e, &smoke()).unwrap())[2];
+    assert_eq!(weak.lr_at(weak.begin), 1e-3);
+    assert!(
+        weak.lr_at(weak.end - 1) < 0.3e-3,
+        "{}",
+        weak.lr_at(weak.end - 1)
+    );
+}
+
+#[test]
+fn a_batch_carries_typed_ground_truth() {
+    use weakalign::data::ground_truth::{GroundTruth, SampleTruth};
+    use weakalign::geometry::Theta;
+    let device = weakalign::device::inference();
+    let dtype = burn::tensor::DType::F32;
+    let a = SampleTruth::Affine([1.0, 0.0, 0.1, 0.0, 1.0, -0.1]);
+    let truth = GroundTruth::collect(&[Some(a), Some(a)]).unwrap();
+    assert_eq!(
+        truth.affine(&device, dtype).unwrap().tensor().dims(),
+        [2, 6]
+    );
+    assert!(
+        truth.tps(&device, dtype).is_err(),
+        "an affine θ is not a TPS θ"
+    );
+    assert_eq!(
+        GroundTruth::collect(&[None, None]).unwrap(),
+        GroundTruth::None
+    );
+    assert!(GroundTruth::None.affine(&device, dtype).is_err());
+    let t = SampleTruth::Tps([0.0; 18]);
+    assert!(GroundTruth::collect(&[Some(a), None]).is_err());
+    assert!(GroundTruth::collect(&[Some(a), Some(t)]).is_err());
+    assert!(GroundTruth::collect(&[None, Some(t)]).is_err());
+}
+
+#[test]
+fn choices_have_one_name_in_files_and_on_the_command_line() {
+    use weakalign::backbone::{BackboneKind, Trainable};
+    use weakalign::choice::{name, parse};
+    use weakalign::eval::Benchmark;
+    for b in [Benchmark::PfWillow, Benchmark::Caltech101, Benchmark::Tss] {
+        assert_eq!(parse::<Benchmark>(&name(&b)).unwrap(), b);
+    }
+    assert_eq!(name(&Benchmark::PfWillow), "pf-willow");
+    assert_eq!(
+        parse::<BackboneKind>("resnet101").unwrap(),
+        BackboneKind::ResNet101
+    );
+    assert_eq!(
+        parse::<Trainable>("last:3").unwrap(),
+        Trainable::LastBlocks(3)
+    );
+    assert_eq!(name(&Trainable::LastBlocks(3)), "last:3");
+    let e = parse::<BackboneKind>("alexnet").unwrap_err();
+    assert!(e.contains("alexnet") && e.contains("vgg16"), "{e}");
+    // The CLI uses the same names.
+    let out = Command::new(binary())
+        .args(["eval", "--dataset", "pf-wilow", "--checkpoint", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("pf-willow"), "{}", text(&out));
+}

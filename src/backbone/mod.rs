@@ -87,6 +87,11 @@ impl BackboneKind {
         }
     }
 
+    /// Its name in files and on the command line (`"resnet101"`).
+    pub fn name(self) -> String {
+        crate::choice::name(&self)
+    }
+
     /// A randomly initialized backbone of this kind.
     pub fn init(self, device: &Device) -> Backbone {
         match self {

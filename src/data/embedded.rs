@@ -757,11 +757,9 @@ impl EmbeddedPairs {
     /// # Shapes
     /// - output: `[1, 3, size, size]`
     pub fn input(&self, instance: usize, device: &burn::tensor::Device) -> burn::tensor::Tensor<4> {
-        use super::image::{normalize, resize};
-        let raw = self.dataset.instances[instance]
+        self.dataset.instances[instance]
             .image
-            .to_tensor(device, burn::tensor::DType::F32);
-        normalize(resize(raw, [self.size, self.size]), self.norm)
+            .network_input(self.size, self.norm, device)
     }
 }
 

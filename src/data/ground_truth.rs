@@ -40,33 +40,42 @@ pub enum GroundTruth {
 impl GroundTruth {
     /// The batch's truth from its samples' (all of one kind, or all without).
     pub fn collect(samples: &[Option<SampleTruth>]) -> Result<Self> {
-        let mixed = || Error::Argument {
-            op: "GroundTruth::collect",
-            arg: "samples",
-            reason: "a batch mixes pairs with and without, or with different, ground truth".into(),
+        let known: Vec<SampleTruth> = samples.iter().flatten().copied().collect();
+        let truth = match known.first() {
+            None => GroundTruth::None,
+            Some(SampleTruth::Affine(_)) => GroundTruth::Affine(
+                known
+                    .iter()
+                    .filter_map(|t| match t {
+                        SampleTruth::Affine(v) => Some(*v),
+                        SampleTruth::Tps(_) => None,
+                    })
+                    .collect(),
+            ),
+            Some(SampleTruth::Tps(_)) => GroundTruth::Tps(
+                known
+                    .iter()
+                    .filter_map(|t| match t {
+                        SampleTruth::Tps(v) => Some(*v),
+                        SampleTruth::Affine(_) => None,
+                    })
+                    .collect(),
+            ),
         };
-        match samples.first() {
-            None | Some(None) => match samples.iter().all(Option::is_none) {
-                true => Ok(GroundTruth::None),
-                false => Err(mixed()),
-            },
-            Some(Some(SampleTruth::Affine(_))) => samples
-                .iter()
-                .map(|s| match s {
-                    Some(SampleTruth::Affine(v)) => Ok(*v),
-                    _ => Err(mixed()),
-                })
-                .collect::<Result<_>>()
-                .map(GroundTruth::Affine),
-            Some(Some(SampleTruth::Tps(_))) => samples
-                .iter()
-                .map(|s| match s {
-                    Some(SampleTruth::Tps(v)) => Ok(*v),
-                    _ => Err(mixed()),
-                })
-                .collect::<Result<_>>()
-                .map(GroundTruth::Tps),
+        let whole = match &truth {
+            GroundTruth::None => true,
+            GroundTruth::Affine(v) => v.len() == samples.len(),
+            GroundTruth::Tps(v) => v.len() == samples.len(),
+        };
+        if !whole {
+            return Err(Error::Argument {
+                op: "GroundTruth::collect",
+                arg: "samples",
+                reason: "a batch mixes pairs with and without, or with different, ground truth"
+                    .into(),
+            });
         }
+        Ok(truth)
     }
 
     fn missing(&self, wanted: &str) -> Error {

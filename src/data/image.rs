@@ -52,6 +52,17 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 }
 
 impl RgbImage {
+    /// The image as a backbone input: resized to `size × size`, normalized.
+    ///
+    /// # Shapes
+    /// - output: `[1, 3, size, size]`
+    pub fn network_input(&self, size: usize, norm: Normalization, device: &Device) -> Tensor<4> {
+        normalize(
+            resize(self.to_tensor(device, DType::F32), [size, size]),
+            norm,
+        )
+    }
+
     /// The raw image as a tensor of 0–255 values.
     ///
     /// # Shapes
@@ -105,8 +116,7 @@ pub fn load_network_input(
     norm: Normalization,
     device: &Device,
 ) -> Result<Tensor<4>> {
-    let raw = load_rgb(path)?.to_tensor(device, DType::F32);
-    Ok(normalize(resize(raw, [size, size]), norm))
+    Ok(load_rgb(path)?.network_input(size, norm, device))
 }
 
 impl RgbImage {

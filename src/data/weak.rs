@@ -8,12 +8,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
 use super::csv::{expect_header, read};
-use super::image::{RgbImage, load_rgb, normalize, resize};
+use super::image::{RgbImage, load_rgb};
 use super::rng::{Stream, sample_rng};
 use crate::backbone::Normalization;
 use crate::error::{Error, Result};
@@ -146,10 +146,7 @@ pub fn load_pair(
         if pair.flip {
             image = flip_horizontal(&image);
         }
-        Ok(normalize(
-            resize(image.to_tensor(device, DType::F32), [size, size]),
-            norm,
-        ))
+        Ok(image.network_input(size, norm, device))
     };
     Ok((prepare(&pair.source)?, prepare(&pair.target)?))
 }

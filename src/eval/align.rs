@@ -13,7 +13,7 @@ use std::path::Path;
 use burn::tensor::DType;
 
 use crate::backbone::Normalization;
-use crate::data::image::{RgbImage, normalize, resize};
+use crate::data::image::{RgbImage, resize};
 use crate::error::{Error, Result};
 use crate::eval::pck::{Prediction, transfer};
 use crate::geometry::{ComposeBorder, Composed, GridFactors, Theta, Tps, sample};
@@ -34,8 +34,17 @@ pub struct Alignment {
     pub checkerboard: RgbImage,
     /// The matches figure.
     pub matches: RgbImage,
-    /// Target points and where they land in the source (1-based pixels), when points were given.
-    pub points: Option<Vec<((f64, f64), (f64, f64))>>,
+    /// The transferred points, when points were given.
+    pub points: Option<Vec<PointTransfer>>,
+}
+
+/// A target point and where it lands in the source, `(x, y)` in 1-based pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PointTransfer {
+    /// In the target.
+    pub target: (f64, f64),
+    /// In the source.
+    pub source: (f64, f64),
 }
 
 /// Aligns `source` onto `target` (raw images at any size) and transfers `points` (target
@@ -58,13 +67,10 @@ pub fn align(
     }
     let device = crate::device::inference();
     let size = model.image_size;
-    let input = |img: &RgbImage| {
-        normalize(
-            resize(img.to_tensor(&device, DType::F32), [size, size]),
-            norm,
-        )
-    };
-    let out = model.forward(input(source), input(target))?;
+    let out = model.forward(
+        source.network_input(size, norm, &device),
+        target.network_input(size, norm, &device),
+    )?;
     let theta_aff = crate::device::read_f64(out.theta_aff.tensor().clone());
     let theta_tps = crate::device::read_f64(out.theta_tps.tensor().clone());
     let spline = Tps::new(tps_lambda)?;
@@ -108,7 +114,12 @@ pub fn align(
                 (source.height, source.width),
                 &spline,
             )?;
-            Some(pts.iter().copied().zip(moved).collect())
+            Some(
+                pts.iter()
+                    .zip(moved)
+                    .map(|(&target, source)| PointTransfer { target, source })
+                    .collect(),
+            )
         }
         None => None,
     };
@@ -239,8 +250,12 @@ impl Alignment {
         ];
         if let Some(points) = &self.points {
             let mut csv = String::from("target_x,target_y,source_x,source_y\n");
-            for (a, b) in points {
-                csv += &format!("{:.3},{:.3},{:.3},{:.3}\n", a.0, a.1, b.0, b.1);
+            for PointTransfer {
+                target: t,
+                source: s,
+            } in points
+            {
+                csv += &format!("{:.3},{:.3},{:.3},{:.3}\n", t.0, t.1, s.0, s.1);
             }
             crate::fsutil::write_atomic(&out.join("points.csv"), csv.as_bytes())?;
             written.push("points.csv");

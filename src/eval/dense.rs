@@ -4,7 +4,7 @@
 use burn::tensor::DType;
 
 use crate::backbone::Normalization;
-use crate::data::image::{RgbImage, normalize, resize};
+use crate::data::image::RgbImage;
 use crate::error::Result;
 use crate::geometry::{
     AffineTheta, ComposeBorder, Composed, GridFactors, Theta, Tps, sampling_grid,
@@ -23,13 +23,10 @@ pub fn dense_locations(
 ) -> Result<[Vec<(f64, f64)>; 3]> {
     let device = crate::device::inference();
     let size = model.image_size;
-    let input = |img: &RgbImage| {
-        normalize(
-            resize(img.to_tensor(&device, DType::F32), [size, size]),
-            norm,
-        )
-    };
-    let out = model.forward(input(source), input(target))?;
+    let out = model.forward(
+        source.network_input(size, norm, &device),
+        target.network_input(size, norm, &device),
+    )?;
     let (h, w) = (target.height, target.width);
     let identity = AffineTheta::identity(1, &device, DType::F32);
     let composed = Composed {

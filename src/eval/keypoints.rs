@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
 
 use super::pck::{Prediction, bounding_box_size, mean_over_pairs, pck, transfer};
 use crate::backbone::Normalization;
 use crate::data::embedded::{EmbeddedDataset, Split, keypoint_pairs};
-use crate::data::image::{RgbImage, load_rgb, normalize, resize};
+use crate::data::image::{RgbImage, load_rgb};
 use crate::data::pf::{KeypointPair, willow_pairs_from_mat};
 use crate::error::Result;
 use crate::geometry::{Theta, Tps};
@@ -153,15 +153,7 @@ pub fn evaluate_pairs(
 ) -> Result<Vec<PairScore>> {
     let device = crate::device::inference();
     let size = model.image_size;
-    let input = |path: &Path| {
-        normalize(
-            resize(
-                set.images[path].to_tensor(&device, DType::F32),
-                [size, size],
-            ),
-            norm,
-        )
-    };
+    let input = |path: &Path| set.images[path].network_input(size, norm, &device);
     let mut out = Vec::new();
     for chunk in set.pairs.chunks(batch.max(1)) {
         let source = Tensor::cat(chunk.iter().map(|p| input(&p.source)).collect(), 0);
