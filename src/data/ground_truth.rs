@@ -41,26 +41,18 @@ impl GroundTruth {
     /// The batch's truth from its samples' (all of one kind, or all without).
     pub fn collect(samples: &[Option<SampleTruth>]) -> Result<Self> {
         let known: Vec<SampleTruth> = samples.iter().flatten().copied().collect();
+        let affine = known.iter().filter_map(|t| match t {
+            SampleTruth::Affine(v) => Some(*v),
+            SampleTruth::Tps(_) => None,
+        });
+        let tps = known.iter().filter_map(|t| match t {
+            SampleTruth::Tps(v) => Some(*v),
+            SampleTruth::Affine(_) => None,
+        });
         let truth = match known.first() {
             None => GroundTruth::None,
-            Some(SampleTruth::Affine(_)) => GroundTruth::Affine(
-                known
-                    .iter()
-                    .filter_map(|t| match t {
-                        SampleTruth::Affine(v) => Some(*v),
-                        SampleTruth::Tps(_) => None,
-                    })
-                    .collect(),
-            ),
-            Some(SampleTruth::Tps(_)) => GroundTruth::Tps(
-                known
-                    .iter()
-                    .filter_map(|t| match t {
-                        SampleTruth::Tps(v) => Some(*v),
-                        SampleTruth::Affine(_) => None,
-                    })
-                    .collect(),
-            ),
+            Some(SampleTruth::Affine(_)) => GroundTruth::Affine(affine.collect()),
+            Some(SampleTruth::Tps(_)) => GroundTruth::Tps(tps.collect()),
         };
         let whole = match &truth {
             GroundTruth::None => true,

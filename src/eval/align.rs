@@ -15,6 +15,7 @@ use burn::tensor::DType;
 use crate::backbone::Normalization;
 use crate::data::image::{RgbImage, resize};
 use crate::error::{Error, Result};
+use crate::eval::dense::predict;
 use crate::eval::pck::{Prediction, transfer};
 use crate::geometry::{ComposeBorder, Composed, GridFactors, Theta, Tps, sample};
 use crate::model::TwoStage;
@@ -67,10 +68,7 @@ pub fn align(
     }
     let device = crate::device::inference();
     let size = model.image_size;
-    let out = model.forward(
-        source.network_input(size, norm, &device),
-        target.network_input(size, norm, &device),
-    )?;
+    let out = predict(model, norm, source, target)?;
     let theta_aff = crate::device::read_f64(out.theta_aff.tensor().clone());
     let theta_tps = crate::device::read_f64(out.theta_tps.tensor().clone());
     let spline = Tps::new(tps_lambda)?;

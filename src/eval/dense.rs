@@ -9,7 +9,25 @@ use crate::error::Result;
 use crate::geometry::{
     AffineTheta, ComposeBorder, Composed, GridFactors, Theta, Tps, sampling_grid,
 };
-use crate::model::TwoStage;
+use crate::model::{TwoStage, TwoStageOutput};
+
+/// The two-stage model's predictions for a pair of raw images (resized and normalized for it).
+///
+/// # Shapes
+/// - output: `theta_aff` `[1, 6]`, `theta_tps` `[1, 18]`, correlations `[1, h·w, h, w]`
+pub fn predict(
+    model: &TwoStage,
+    norm: Normalization,
+    source: &RgbImage,
+    target: &RgbImage,
+) -> Result<TwoStageOutput> {
+    let device = crate::device::inference();
+    let size = model.image_size;
+    model.forward(
+        source.network_input(size, norm, &device),
+        target.network_input(size, norm, &device),
+    )
+}
 
 /// Normalized source locations `(x, y)` of every target pixel (row-major over the target's own
 /// `h × w`) under, in order, the identity, θ_aff and θ_aff∘θ_tps predicted for
@@ -21,12 +39,8 @@ pub fn dense_locations(
     target: &RgbImage,
     spline: &Tps,
 ) -> Result<[Vec<(f64, f64)>; 3]> {
+    let out = predict(model, norm, source, target)?;
     let device = crate::device::inference();
-    let size = model.image_size;
-    let out = model.forward(
-        source.network_input(size, norm, &device),
-        target.network_input(size, norm, &device),
-    )?;
     let (h, w) = (target.height, target.width);
     let identity = AffineTheta::identity(1, &device, DType::F32);
     let composed = Composed {
