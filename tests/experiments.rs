@@ -611,3 +611,65 @@ fn choices_have_one_name_in_files_and_on_the_command_line() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("pf-willow"), "{}", text(&out));
 }
+
+#[test]
+fn the_device_is_a_checked_choice_and_cpu_keeps_the_hash() {
+    use weakalign::device::DeviceChoice;
+    assert_eq!("cuda:1".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(1)));
+    assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+    assert!("gpu".parse::<DeviceChoice>().is_err());
+    let plain = load(&smoke(), &[]).unwrap();
+    let cpu = load(&smoke(), &["device=cpu".into()]).unwrap();
+    let gpu = load(&smoke(), &["device=cuda".into()]).unwrap();
+    assert_eq!(plain.hash(), cpu.hash(), "device = cpu is the default");
+    assert!(!plain.to_toml().contains("device"), "{}", plain.to_toml());
+    assert_ne!(plain.hash(), gpu.hash(), "a GPU run is a run of its own");
+    let e = load(&smoke(), &["device=gpu".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("(key `device`)") && e.contains("cuda:N"), "{e}");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_in_a_cpu_build_is_a_clear_error_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exp(dir.path(), &["--device", "cuda"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("built without CUDA")
+            && t.contains("make build-cuda")
+            && !t.contains("panicked"),
+        "{t}"
+    );
+    assert!(!dir.path().join("runs").exists(), "nothing may be written");
+}
+
+#[test]
+fn the_parity_harness_runs_every_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("parity.json");
+    let out = Command::new(binary())
+        .args([
+            "parity",
+            "--device",
+            "cpu",
+            "--backbones",
+            "efficientnet_lite0",
+        ])
+        .args(["--size", "176", "--out"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 14, "{report}");
+    // The same backend on both sides: exact agreement, or the harness is broken.
+    for r in results {
+        assert_eq!(r["forward"], 0.0, "{r}");
+        assert_eq!(r["gradient"], 0.0, "{r}");
+    }
+}

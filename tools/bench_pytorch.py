@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""PyTorch side of `make bench` (needs torch + torchvision): the same two-stage architecture and
-weak-training step as benches/models.rs, CPU, 2 threads, medians of BENCH_RUNS runs (default 5)
-after one warm-up. The weak loss is the reference's dense form (identity mask warped with
-grid_sample), as the authors' code computes it. Writes target/bench/pytorch.json.
+"""PyTorch side of `make bench` and `make bench-gpu` (needs torch + torchvision): the same
+two-stage architecture and weak-training step as src/bench.rs, medians of BENCH_RUNS runs
+(default 5) after one warm-up. The weak loss is the reference's dense form (identity mask warped
+with grid_sample), as the authors' code computes it.
+
+Environment: BENCH_DEVICE (cpu, default, with BENCH_THREADS threads; or cuda), BENCH_BATCH
+(default 8), BENCH_OUT (default target/bench/pytorch.json), BENCH_BACKBONES.
 """
 import json
 import os
@@ -20,7 +23,17 @@ from make_golden import composed_grid_reference, grid_of, aff_points, identity_m
 
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
-B, S = 8, 240
+DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
+B, S = int(os.environ.get("BENCH_BATCH", "8")), 240
+OUT = os.environ.get("BENCH_OUT", "target/bench/pytorch.json")
+if DEVICE.type == "cuda":
+    torch.set_default_device(DEVICE)  # the golden helpers create their grids with factory calls
+
+
+def sync():
+    """Waits for the GPU, so that the timed region holds the work it launched."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 OFFSET = 227.0 / 210.0
 
 
@@ -37,10 +50,12 @@ def inlier(matches, grid, mask_id):
 
 def timed(fn):
     fn()
+    sync()
     samples = []
     for _ in range(RUNS):
         t = time.perf_counter()
         fn()
+        sync()
         samples.append(time.perf_counter() - t)
     return statistics.median(samples), samples
 
@@ -51,13 +66,13 @@ def main():
     for name, fe in [("vgg16", vgg_fe), ("resnet101", resnet_fe), ("efficientnet_lite0", effnet_fe)]:
         if only and name not in only:
             continue
-        model = TwoStage(fe()).eval()  # eval: BN running statistics, as the reference's weak training
-        src, tgt = torch.randn(B, 3, S, S), torch.randn(B, 3, S, S)
+        model = TwoStage(fe()).eval().to(DEVICE)  # eval: BN running statistics (reference's weak training)
+        src, tgt = torch.randn(B, 3, S, S, device=DEVICE), torch.randn(B, 3, S, S, device=DEVICE)
         with torch.no_grad():
             fwd, fwd_samples = timed(lambda: model(src, tgt))
         print(f"{name}: two-stage forward {fwd:.3f} s", file=sys.stderr)
 
-        mask_id = identity_mask(15, 15, None)
+        mask_id = identity_mask(15, 15, None).to(DEVICE)
         opt = torch.optim.Adam(model.parameters(), lr=5e-8)
 
         def step():
@@ -80,10 +95,11 @@ def main():
         print(f"{name}: weak training step {train:.3f} s", file=sys.stderr)
         results.append({"backbone": name, "forward_s": fwd, "forward_samples": fwd_samples,
                         "train_step_s": train, "train_step_samples": train_samples})
-    report = {"framework": f"PyTorch {torch.__version__} CPU", "batch": B, "size": S, "runs": RUNS,
-              "threads": torch.get_num_threads(), "results": results}
-    os.makedirs("target/bench", exist_ok=True)
-    with open("target/bench/pytorch.json", "w") as f:
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
+    report = {"framework": f"PyTorch {torch.__version__} {where}", "batch": B, "size": S,
+              "runs": RUNS, "threads": torch.get_num_threads(), "results": results}
+    os.makedirs(os.path.dirname(OUT) or ".", exist_ok=True)
+    with open(OUT, "w") as f:
         json.dump(report, f, indent=2)
     print(json.dumps(report, indent=2))
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Writes docs/benchmarks.md from target/bench/{weakalign,pytorch}.json (`make bench`)."""
+"""Writes docs/benchmarks.md from target/bench/{weakalign,pytorch}.json (`make bench`), or with
+`--gpu OURS.json PYTORCH.json GPU.txt` docs/benchmarks-gpu.md (`make bench-gpu`)."""
 import json
 import os
 import platform
 import subprocess
+import sys
 
 
 def cpu():
@@ -16,7 +18,47 @@ def cpu():
     return platform.processor() or "unknown CPU"
 
 
+def rows(ours, torch):
+    """Table rows: ours against PyTorch per backbone, seconds and ratio."""
+    theirs = {r["backbone"]: r for r in torch["results"]}
+    out = []
+    for r in ours["results"]:
+        t = theirs.get(r["backbone"])
+        if t:
+            out.append(
+                f"| {r['backbone']} | {r['forward_s']:.4f} | {t['forward_s']:.4f} | "
+                f"{r['forward_s'] / t['forward_s']:.2f} | {r['train_step_s']:.4f} | "
+                f"{t['train_step_s']:.4f} | {r['train_step_s'] / t['train_step_s']:.2f} |")
+    return out
+
+
+def gpu(ours_path, torch_path, gpu_path):
+    ours, torch = json.load(open(ours_path)), json.load(open(torch_path))
+    name = open(gpu_path).read().strip()
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# GPU benchmarks",
+        "",
+        "Produced by `make bench-gpu` (tools/bench_gpu.sh: `weakalign bench --device cuda` and "
+        "tools/bench_pytorch.py with BENCH_DEVICE=cuda, in the same run on the same machine).",
+        f"Two-stage model (affine → TPS), batch {ours['batch']} × 3 × {ours['size']} × {ours['size']}, "
+        f"random weights; medians of {ours['runs']} runs after one warm-up, seconds; every timed "
+        "region ends with a read-back (ours) or `torch.cuda.synchronize()` (PyTorch).",
+        "",
+        f"GPU: {name}. Code: {rev}. {ours['framework']} vs {torch['framework']} "
+        "(our PyTorch replica of the architecture).",
+        "",
+        "| backbone | forward ours | forward PyTorch | ratio | train step ours | train step PyTorch | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ] + rows(ours, torch) + ["", "Ratio = ours / PyTorch (below 1 means we are faster).", ""]
+    os.makedirs("docs", exist_ok=True)
+    open("docs/benchmarks-gpu.md", "w").write("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--gpu":
+        return gpu(*sys.argv[2:])
     ours = json.load(open("target/bench/weakalign.json"))
     torch = json.load(open("target/bench/pytorch.json"))
     theirs = {r["backbone"]: r for r in torch["results"]}

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::data::image::load_rgb;
 use crate::data::points::read_points_csv;
+use crate::device::DeviceChoice;
 use crate::eval::align::align;
 use crate::experiment::trained::load_checkpoint;
 
@@ -30,11 +31,14 @@ pub struct AlignArgs {
     /// TPS λ of the warp.
     #[arg(long, default_value_t = 0.0)]
     pub tps_lambda: f64,
+    /// Where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a `make build-cuda` binary).
+    #[arg(long, default_value = "cpu", value_parser = super::choice::<DeviceChoice>)]
+    pub device: DeviceChoice,
 }
 
 /// Runs `weakalign align`: every input is read and checked before anything is written.
 pub fn run(args: AlignArgs) -> Result<i32> {
-    let trained = load_checkpoint(&args.checkpoint)?;
+    let trained = load_checkpoint(&args.checkpoint, args.device)?;
     for w in &trained.warnings {
         eprintln!("warning: {w}");
     }

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::choice;
 use crate::backbone::BackboneKind;
+use crate::device::DeviceChoice;
 use crate::eval::keypoints::Procedure;
 use crate::eval::{Benchmark, EvalOptions, benchmark};
 use crate::experiment::trained::{load_checkpoint, load_official};
@@ -41,13 +42,16 @@ pub struct EvalArgs {
     /// Output folder (default: `runs/<experiment>/<hash>/eval`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a `make build-cuda` binary).
+    #[arg(long, default_value = "cpu", value_parser = choice::<DeviceChoice>)]
+    pub device: DeviceChoice,
 }
 
 /// Runs `weakalign eval`: the report goes to `<out>/<dataset>.{json,md}` and stdout.
 pub fn run(args: EvalArgs) -> Result<i32> {
     let trained = match (&args.checkpoint, &args.official) {
-        (Some(c), None) => load_checkpoint(c)?,
-        (None, Some(file)) => load_official(file, args.backbone)?,
+        (Some(c), None) => load_checkpoint(c, args.device)?,
+        (None, Some(file)) => load_official(file, args.backbone, args.device)?,
         _ => bail!("give exactly one of --checkpoint and --official"),
     };
     for w in &trained.warnings {

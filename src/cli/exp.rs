@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Result, bail};
 use clap::Args;
 
+use crate::device::DeviceChoice;
 use crate::error::exit_code;
 use crate::experiment::config::Roots;
 use crate::experiment::runner::RunOptions;
@@ -33,6 +34,10 @@ pub struct ExpArgs {
     /// Root for `runs/`, `checkpoints/`, `datasets/` (default: the current directory).
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
+    /// Where to train: `cpu`, `cuda` or `cuda:N` (the experiment's `device` key; CUDA needs a
+    /// `make build-cuda` binary).
+    #[arg(long, value_parser = super::choice::<DeviceChoice>)]
+    pub device: Option<DeviceChoice>,
     /// Test hook: abort the process without any cleanup right after this global step (a crash).
     #[arg(long, hide = true, value_name = "STEP")]
     pub crash_after_step: Option<u64>,
@@ -102,7 +107,11 @@ fn report(event: Event<'_>) {
 
 /// Runs `weakalign exp`.
 pub fn run(args: ExpArgs) -> Result<i32> {
-    let cells = cells(&args.file, &args.set)?;
+    let mut overrides = args.set.clone();
+    if let Some(device) = args.device {
+        overrides.push(format!("device=\"{device}\""));
+    }
+    let cells = cells(&args.file, &overrides)?;
     if args.dry_run {
         cells.iter().for_each(print_cell);
         return Ok(0);

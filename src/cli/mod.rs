@@ -2,11 +2,13 @@
 //! values (clap), calling the library, and printing. `main.rs` maps errors to exit codes.
 
 pub mod align;
+pub mod bench;
 pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod exp;
 pub mod import;
+pub mod parity;
 pub mod runs;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,11 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Compare runs: test PCK mean ± std over seeds per configuration cell.
     Compare(compare::CompareArgs),
+    /// Time the two-stage model's forward and weak training step on a device (`make bench-gpu`).
+    Bench(bench::BenchArgs),
+    /// Check a device against the CPU: every differentiable operation and each backbone's
+    /// two-stage model, forward and gradients (`make test-cuda`).
+    Parity(parity::ParityArgs),
     /// Convert pretrained weights into our record format (used by `make weights`).
     Import {
         /// Which weights.
@@ -64,6 +71,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Align(args) => align::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Parity(args) => parity::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Import { what } => import::run(what),
         Command::Data { what } => data::run(what),
     }

@@ -66,7 +66,7 @@ pub fn align(
             reason: format!("{p:?} is not a finite point"),
         });
     }
-    let device = crate::device::inference();
+    let device = model.device();
     let size = model.image_size;
     let out = predict(model, norm, source, target)?;
     let theta_aff = crate::device::read_f64(out.theta_aff.tensor().clone());

@@ -21,7 +21,7 @@ pub fn predict(
     source: &RgbImage,
     target: &RgbImage,
 ) -> Result<TwoStageOutput> {
-    let device = crate::device::inference();
+    let device = model.device();
     let size = model.image_size;
     model.forward(
         source.network_input(size, norm, &device),
@@ -40,7 +40,7 @@ pub fn dense_locations(
     spline: &Tps,
 ) -> Result<[Vec<(f64, f64)>; 3]> {
     let out = predict(model, norm, source, target)?;
-    let device = crate::device::inference();
+    let device = model.device();
     let (h, w) = (target.height, target.width);
     let identity = AffineTheta::identity(1, &device, DType::F32);
     let composed = Composed {

@@ -151,7 +151,7 @@ pub fn evaluate_pairs(
     procedure: Procedure,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<PairScore>> {
-    let device = crate::device::inference();
+    let device = model.device();
     let size = model.image_size;
     let input = |path: &Path| set.images[path].network_input(size, norm, &device);
     let mut out = Vec::new();

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::Schedule;
 use crate::backbone::{BackboneKind, BatchNormMode, Trainable};
+use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::eval::Benchmark;
 use crate::geometry::ComposeBorder;
@@ -31,6 +32,10 @@ pub struct Experiment {
     pub description: String,
     /// Seed of initialization, data order and augmentation.
     pub seed: u64,
+    /// Where to train: `"cpu"` (default; left out of the resolved file and the hash, so the
+    /// hashes of CPU runs did not change when this key came), `"cuda"` or `"cuda:N"`.
+    #[serde(skip_serializing_if = "DeviceChoice::is_cpu")]
+    pub device: DeviceChoice,
     /// Architecture.
     pub model: ModelSection,
     /// Datasets.
@@ -93,7 +98,7 @@ pub struct DataSection {
     pub validation: Benchmark,
     /// Test pairs with keypoints: `embedded` or `pf-willow`.
     pub test: Benchmark,
-    /// Background loader threads.
+    /// Threads that prepare each batch's samples (0: one per core, for feeding a GPU).
     pub workers: usize,
     /// Batches prepared ahead.
     pub prefetch: usize,
@@ -306,6 +311,7 @@ impl Default for Experiment {
             name: String::new(),
             description: String::new(),
             seed: 1,
+            device: DeviceChoice::Cpu,
             model: ModelSection::default(),
             data: DataSection::default(),
             strong: StrongSection::default(),

@@ -18,6 +18,17 @@ use crate::data::loader::PairBatch;
 use crate::error::Result;
 use crate::geometry::{AffineTheta, GridFactors, Theta, sample, sampling_grid};
 
+/// Where a step's wall time went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTiming {
+    /// Seconds waiting for the batch (the loader was behind).
+    pub data_s: f64,
+    /// Seconds of forward, backward and update.
+    pub compute_s: f64,
+    /// Pairs in the batch.
+    pub pairs: usize,
+}
+
 /// The run's loggers.
 pub struct Logger {
     train: EventWriter,
@@ -29,7 +40,8 @@ pub struct Logger {
     images_every: u64,
     norm: Normalization,
     timer: Instant,
-    pairs_since: usize,
+    since: StepTiming,
+    steps_since: usize,
 }
 
 /// The HParams of a run (the columns of TensorBoard's HParams table).
@@ -81,6 +93,7 @@ impl Logger {
             &format!("commit {commit}, {} dirty lines", dirty.lines().count()),
         )?;
         info.text("description", start, &exp.description)?;
+        info.text("device", start, &exp.device.describe())?;
         let hp = hparams(r);
         info.hparams_experiment(&hp, &["valid/pck", "test/pck", "train/loss"])?;
         info.hparams_session_start(&hp, &r.cell_hash)?;
@@ -105,7 +118,8 @@ impl Logger {
             images_every: exp.log.images_every as u64,
             norm: r.normalization(),
             timer: Instant::now(),
-            pairs_since: 0,
+            since: StepTiming::default(),
+            steps_since: 0,
         })
     }
 
@@ -116,28 +130,38 @@ impl Logger {
         }
     }
 
-    /// Records step `step` of `plan` (`pairs` pairs trained) when it is due; returns whether it
-    /// was (the runner then refreshes the heartbeat).
+    /// Records step `step` of `plan` when it is due; returns whether it was (the runner then
+    /// refreshes the heartbeat).
     pub fn step(
         &mut self,
         step: u64,
         plan: &StagePlan,
         record: &StepRecord,
-        pairs: usize,
+        timing: StepTiming,
     ) -> Result<bool> {
-        self.pairs_since += pairs;
+        self.since.data_s += timing.data_s;
+        self.since.compute_s += timing.compute_s;
+        self.since.pairs += timing.pairs;
+        self.steps_since += 1;
         if let Some(bar) = &self.progress {
             bar.set_position(step);
         }
         if !(step.is_multiple_of(self.every) || step == plan.end) {
             return Ok(false);
         }
-        let rate = self.pairs_since as f64 / self.timer.elapsed().as_secs_f64().max(1e-9);
-        self.timer = Instant::now();
-        self.pairs_since = 0;
+        let rate = self.since.pairs as f64 / self.timer.elapsed().as_secs_f64().max(1e-9);
+        let steps = self.steps_since.max(1) as f64;
         // Wall-clock values go to TensorBoard only: metrics.jsonl stays a pure function of the
         // configuration.
         self.train.scalar("pairs_per_s", step, rate)?;
+        self.train
+            .scalar("time/data_wait_s", step, self.since.data_s / steps)?;
+        self.train
+            .scalar("time/compute_s", step, self.since.compute_s / steps)?;
+        let waiting = self.since.data_s / (self.since.data_s + self.since.compute_s).max(1e-9);
+        self.timer = Instant::now();
+        self.since = StepTiming::default();
+        self.steps_since = 0;
         let stage = plan.stage.name();
         let mut values = vec![
             ("loss".to_string(), record.loss),
@@ -151,7 +175,11 @@ impl Logger {
             self.metrics.record(step, stage, &tag, v)?;
         }
         if let Some(bar) = &self.progress {
-            bar.set_message(format!("loss {:.4} · {rate:.1} pairs/s", record.loss));
+            bar.set_message(format!(
+                "loss {:.4} · {rate:.1} pairs/s · {:.0} % waiting for data",
+                record.loss,
+                100.0 * waiting
+            ));
         }
         Ok(true)
     }

@@ -173,11 +173,13 @@ pub fn git_provenance() -> (String, String) {
 }
 
 /// The environment a run executed in.
-pub fn environment() -> serde_json::Value {
+pub fn environment(device: crate::device::DeviceChoice) -> serde_json::Value {
     serde_json::json!({
         "weakalign": env!("CARGO_PKG_VERSION"),
         "burn": "0.22.1",
-        "backend": "flex (CPU) + autodiff",
+        "device": device.to_string(),
+        "backend": device.describe(),
+        "cuda_compiled_in": cfg!(feature = "cuda"),
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "rayon_threads": std::env::var("RAYON_NUM_THREADS").ok(),
         "os": std::env::consts::OS,

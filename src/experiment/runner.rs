@@ -14,13 +14,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::tensor::Device;
 
 use super::checkpoint::{self, TrainState};
 use super::config::Roots;
-use super::logger::Logger;
+use super::logger::{Logger, StepTiming};
 use super::resolve::Resolved;
 use super::run_dir::{RunDir, Status, environment, git_provenance};
 use super::sources::Sources;
@@ -179,15 +181,18 @@ fn write_provenance(r: &Resolved, run: &RunDir) -> Result<(String, String)> {
     }
     let (commit, dirty) = git_provenance();
     run.write("git.txt", &format!("commit {commit}\n\n{dirty}"))?;
+    let env = environment(r.experiment.device);
     run.write(
         "environment.json",
-        &serde_json::to_string_pretty(&environment()).expect("JSON values serialize"),
+        &serde_json::to_string_pretty(&env).expect("JSON values serialize"),
     )?;
     Ok((commit, dirty))
 }
 
 /// Trains one experiment (see the module documentation).
 pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
+    // The device must work before anything is written.
+    let device = r.experiment.device.training()?;
     let (run_path, ckpt_path) = target_paths(r, opts);
     if let Some(done) = already_completed(&run_path, opts) {
         return Ok(done);
@@ -216,7 +221,7 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let total = plan(r).last().map_or(0, |s| s.end);
     let mut logger = Logger::open(&run, r, start, metrics_lines, total, &git)?;
 
-    let outcome = train(r, &run, resume, opts, &mut logger);
+    let outcome = train(r, &run, resume, opts, &device, &mut logger);
     let (status, message) = match &outcome {
         Ok(o) => (o.status, None),
         Err(e) => (Status::Failed, Some(e.to_string())),
@@ -227,17 +232,20 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     outcome
 }
 
-/// The model to train and the state to train it from: a seeded initialization with ImageNet
-/// weights, or the checkpoint's (then also its optimizer file).
+/// The model to train on `device` and the state to train it from: a seeded initialization with
+/// ImageNet weights, or the checkpoint's (then also its optimizer file). The model is always
+/// built on the CPU, from the CPU's seeded RNG, and then moved: a CPU and a GPU run of one
+/// configuration start from the same weights.
 fn initial_state(
     r: &Resolved,
     resume: Option<(PathBuf, TrainState)>,
     roots: &Roots,
+    device: &Device,
 ) -> Result<(TwoStage, TrainState, Option<PathBuf>)> {
-    let device = crate::device::training();
-    device.seed(r.experiment.seed);
-    let mut model = r.model.init_two_stage(&device)?;
-    match resume {
+    let cpu = crate::device::training();
+    cpu.seed(r.experiment.seed);
+    let mut model = r.model.init_two_stage(&cpu)?;
+    let (state, optimizer) = match resume {
         Some((dir, s)) => {
             weights::load_record(&mut model, &dir.join(checkpoint::MODEL))?;
             eprintln!("resuming from {} (step {})", dir.display(), s.step);
@@ -245,7 +253,7 @@ fn initial_state(
                 config_hash: r.hash.clone(),
                 ..s
             };
-            Ok((model, state, Some(dir.join(checkpoint::OPTIMIZER))))
+            (state, Some(dir.join(checkpoint::OPTIMIZER)))
         }
         None => {
             if r.experiment.model.pretrained {
@@ -260,9 +268,16 @@ fn initial_state(
                 metrics_lines: 0,
                 seed: r.experiment.seed,
             };
-            Ok((model, state, None))
+            (state, None)
         }
+    };
+    // burn initializes parameters lazily, on first use and on the device they are on then:
+    // draw them all here, on the CPU, before any move.
+    crate::model::materialize(&model);
+    if r.experiment.device.is_cpu() {
+        return Ok((model, state, optimizer));
     }
+    Ok((model.fork(device), state, optimizer))
 }
 
 /// Adam, with the saved state when the stage continues from a checkpoint inside it.
@@ -297,12 +312,12 @@ fn train(
     run: &RunDir,
     resume: Option<(PathBuf, TrainState)>,
     opts: &RunOptions,
+    device: &Device,
     logger: &mut Logger,
 ) -> Result<RunOutcome> {
     let exp = &r.experiment;
     let sources = Sources::build(r, &opts.roots.datasets)?;
-    let (mut model, mut state, mut optimizer_file) = initial_state(r, resume, &opts.roots)?;
-    let device = crate::device::training();
+    let (mut model, mut state, mut optimizer_file) = initial_state(r, resume, &opts.roots, device)?;
     let tps_loss = Tps::new(exp.loss.tps_lambda)?;
     let tps_eval = Tps::new(exp.eval.tps_lambda)?;
     let stages: Vec<StagePlan> = plan(r);
@@ -312,10 +327,13 @@ fn train(
         }
         model = configure(model, plan.stage, r);
         let mut optim = optimizer(optimizer_file.take().filter(|_| state.step > plan.begin))?;
-        let mut batches = sources.batches(plan, state.step, &device)?;
+        let mut batches = sources.batches(plan, state.step, device)?;
         logger.stage(plan.stage);
         while state.step < plan.end {
+            let waited = Instant::now();
             let batch = batches.next_batch()?;
+            let data_s = waited.elapsed().as_secs_f64();
+            let computed = Instant::now();
             let lr = plan.lr_at(state.step);
             let (next, record) = optimize(
                 model,
@@ -330,7 +348,12 @@ fn train(
             model = next;
             state.step += 1;
             let step = state.step;
-            if logger.step(step, plan, &record, batch.indices.len())? {
+            let timing = StepTiming {
+                data_s,
+                compute_s: computed.elapsed().as_secs_f64(),
+                pairs: batch.indices.len(),
+            };
+            if logger.step(step, plan, &record, timing)? {
                 run.set_status(Status::Running, step, None)?;
             }
             logger.images(step, &batch, record.theta_aff.as_ref())?;

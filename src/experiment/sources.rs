@@ -161,7 +161,10 @@ impl Sources {
             order,
             epoch: local / per_epoch,
             prefetch: data.prefetch,
-            workers: data.workers,
+            workers: match data.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             device: device.clone(),
             current: None,
             yielded: false,

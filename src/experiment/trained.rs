@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use super::checkpoint::{CONFIG, MODEL, latest_valid, verify};
 use super::config::{Experiment, ModelSection};
 use super::resolve::{Resolved, resolve};
+use burn::module::Module;
+
 use crate::backbone::BackboneKind;
+use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::eval::Subject;
 use crate::model::TwoStage;
@@ -36,9 +39,10 @@ impl Trained {
     }
 }
 
-/// Loads one of our checkpoints: `path` is a step folder, its `model.bpk`, or a run's checkpoint
-/// folder (its newest valid step).
-pub fn load_checkpoint(path: &Path) -> Result<Trained> {
+/// Loads one of our checkpoints onto `device`: `path` is a step folder, its `model.bpk`, or a
+/// run's checkpoint folder (its newest valid step).
+pub fn load_checkpoint(path: &Path, device: DeviceChoice) -> Result<Trained> {
+    let device = device.inference()?;
     let bad = |reason: String| Error::Weights {
         path: path.to_path_buf(),
         reason,
@@ -61,16 +65,17 @@ pub fn load_checkpoint(path: &Path) -> Result<Trained> {
     let mut model = resolved.model.init_two_stage(&crate::device::inference())?;
     crate::weights::load_record(&mut model, &dir.join(MODEL))?;
     Ok(Trained {
-        model,
+        model: model.to_device(&device),
         resolved,
         source: dir,
         warnings,
     })
 }
 
-/// Loads the authors' two-stage model (`file`: converted to safetensors) with its `backbone`; it
-/// is described as the experiment `official` at the authors' 240 px.
-pub fn load_official(file: &Path, backbone: BackboneKind) -> Result<Trained> {
+/// Loads the authors' two-stage model (`file`: converted to safetensors) with its `backbone` onto
+/// `device`; it is described as the experiment `official` at the authors' 240 px.
+pub fn load_official(file: &Path, backbone: BackboneKind, device: DeviceChoice) -> Result<Trained> {
+    let device = device.inference()?;
     let exp = Experiment {
         name: "official".into(),
         model: ModelSection {
@@ -94,7 +99,7 @@ pub fn load_official(file: &Path, backbone: BackboneKind) -> Result<Trained> {
         )]
     };
     Ok(Trained {
-        model,
+        model: model.to_device(&device),
         resolved,
         source: file.to_path_buf(),
         warnings,
