@@ -30,16 +30,20 @@ pub struct Downsample {
 
 /// A bottleneck block: 1×1 reduce, 3×3 (strided), 1×1 expand ×4, plus the identity or
 /// projection shortcut.
+///
+/// Fields are declared in the order `forward` first uses them (the shortcut first): parameters
+/// are drawn lazily, so this makes module order and first-use order agree, and an explicit
+/// initialization ([`crate::model::materialize`]) draws what a lazy CPU run draws.
 #[derive(Module, Debug)]
 #[allow(missing_docs)]
 pub struct Bottleneck {
+    pub downsample: Option<Downsample>,
     pub conv1: Conv2d,
     pub bn1: BatchNorm,
     pub conv2: Conv2d,
     pub bn2: BatchNorm,
     pub conv3: Conv2d,
     pub bn3: BatchNorm,
-    pub downsample: Option<Downsample>,
 }
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Conv2d {

@@ -421,7 +421,12 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
         Ok(mut t) => t.remove("v").expect("parsed key"),
         Err(_) => toml::Value::String(raw.trim().to_string()),
     };
-    let defaults = toml::Table::try_from(Experiment::default()).expect("defaults serialize");
+    // Every key, including those the defaults leave out of files (`device`).
+    let all_keys = Experiment {
+        device: DeviceChoice::Cuda(0),
+        ..Experiment::default()
+    };
+    let defaults = toml::Table::try_from(all_keys).expect("defaults serialize");
     let parts: Vec<&str> = key.split('.').collect();
     let mut probe = &defaults;
     for (i, part) in parts.iter().enumerate() {
