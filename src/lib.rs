@@ -24,7 +24,7 @@
 //! - [`cli`]: the `weakalign` command, one file per subcommand.
 //! - [`weights`]: weight files: our records, torchvision and official checkpoints, ImageNet.
 //! - [`device`]: the backends (CPU, CUDA) and the user's choice among them.
-//! - [`bench`]: speed of the model on a device (`make bench`, `weakalign bench`).
+//! - [`bench`](mod@bench): speed of the model on a device (`make bench`, `weakalign bench`).
 //! - [`parity`]: a device's results against the CPU's, op by op (`weakalign parity`).
 //! - [`error`]: the error type and the process exit codes.
 //! - [`choice`]: names of user choices (serde names, shared by files and the command line).
