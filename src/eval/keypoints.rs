@@ -122,14 +122,15 @@ pub fn evaluate(
     let per_pair = evaluate_pairs(
         model,
         set,
-        scored,
+        &[scored],
         norm,
         alpha,
         tps,
         batch,
         Procedure::BoundingBox,
         &mut |_| {},
-    )?;
+    )?
+    .remove(0);
     Ok(PckResult {
         model: mean_over_pairs(per_pair.iter().map(|p| p.model)).unwrap_or(0.0),
         identity: mean_over_pairs(per_pair.iter().map(|p| p.identity)).unwrap_or(0.0),
@@ -137,57 +138,99 @@ pub fn evaluate(
     })
 }
 
-/// Per-pair PCK (and the identity's) of `model` on `set`; `progress` is called after each batch
-/// with the number of pairs done.
+/// Rows of a `[batch, n]` tensor on the host.
+fn rows(t: Tensor<2>) -> Vec<Vec<f64>> {
+    let [b, n] = t.dims();
+    let v = crate::device::read_f64(t);
+    (0..b).map(|i| v[i * n..(i + 1) * n].to_vec()).collect()
+}
+
+/// The predictions of each of `kinds` for a batch, per kind then per pair. One two-stage
+/// forward serves both `Affine` and `AffineTps` (its θ_aff is the affine stage's); the TPS head
+/// alone needs a pass of its own.
+///
+/// # Shapes
+/// - `source`, `target`: `[batch, 3, S, S]`
+fn predict(
+    model: &TwoStage,
+    kinds: &[TransformKind],
+    source: Tensor<4>,
+    target: Tensor<4>,
+) -> Result<Vec<Vec<Prediction>>> {
+    let (mut aff, mut aff_tps, mut tps) = (None, None, None);
+    if kinds.contains(&TransformKind::AffineTps) {
+        let out = model.forward(source.clone(), target.clone())?;
+        let a = rows(out.theta_aff.into_tensor());
+        let q = rows(out.theta_tps.into_tensor());
+        aff_tps = Some(
+            a.iter()
+                .cloned()
+                .zip(q)
+                .map(|(a, q)| Prediction::AffineTps(a, q))
+                .collect(),
+        );
+        aff = Some(a.into_iter().map(Prediction::Affine).collect());
+    } else if kinds.contains(&TransformKind::Affine) {
+        let theta = model.forward_affine(source.clone(), target.clone())?.theta;
+        aff = Some(
+            rows(theta.into_tensor())
+                .into_iter()
+                .map(Prediction::Affine)
+                .collect(),
+        );
+    }
+    if kinds.contains(&TransformKind::Tps) {
+        let theta = model.forward_tps(source, target)?.theta;
+        tps = Some(
+            rows(theta.into_tensor())
+                .into_iter()
+                .map(Prediction::Tps)
+                .collect(),
+        );
+    }
+    Ok(kinds
+        .iter()
+        .map(|k| {
+            match k {
+                TransformKind::Affine => aff.clone(),
+                TransformKind::Tps => tps.clone(),
+                TransformKind::AffineTps => aff_tps.clone(),
+            }
+            .expect("every requested kind was predicted")
+        })
+        .collect())
+}
+
+/// Per-pair PCK (and the identity's) of each of `kinds` of `model` on `set`, one list per kind;
+/// `progress` is called after each batch with the number of pairs done.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_pairs(
     model: &TwoStage,
     set: &KeypointSet,
-    scored: TransformKind,
+    kinds: &[TransformKind],
     norm: Normalization,
     alpha: f64,
     tps: &Tps,
     batch: usize,
     procedure: Procedure,
     progress: &mut dyn FnMut(usize),
-) -> Result<Vec<PairScore>> {
+) -> Result<Vec<Vec<PairScore>>> {
     let device = model.device();
     let size = model.image_size;
     let input = |path: &Path| set.images[path].network_input(size, norm, &device);
-    let mut out = Vec::new();
+    let mut out: Vec<Vec<PairScore>> = vec![Vec::new(); kinds.len()];
+    let mut done = 0;
     for chunk in set.pairs.chunks(batch.max(1)) {
         let source = Tensor::cat(chunk.iter().map(|p| input(&p.source)).collect(), 0);
         let target = Tensor::cat(chunk.iter().map(|p| input(&p.target)).collect(), 0);
-        let rows = |t: Tensor<2>| -> Vec<Vec<f64>> {
-            let [b, n] = t.dims();
-            let v = crate::device::read_f64(t);
-            (0..b).map(|i| v[i * n..(i + 1) * n].to_vec()).collect()
-        };
-        let predictions: Vec<Prediction> = match scored {
-            TransformKind::Affine => {
-                rows(model.forward_affine(source, target)?.theta.into_tensor())
-                    .into_iter()
-                    .map(Prediction::Affine)
-                    .collect()
+        for (scores, predictions) in out.iter_mut().zip(predict(model, kinds, source, target)?) {
+            for (p, pred) in chunk.iter().zip(&predictions) {
+                let (ss, ts) = (set.size(&p.source), set.size(&p.target));
+                scores.push(pair_pck(pred, p, ss, ts, procedure, alpha, tps)?);
             }
-            TransformKind::Tps => rows(model.forward_tps(source, target)?.theta.into_tensor())
-                .into_iter()
-                .map(Prediction::Tps)
-                .collect(),
-            TransformKind::AffineTps => {
-                let out = model.forward(source, target)?;
-                rows(out.theta_aff.into_tensor())
-                    .into_iter()
-                    .zip(rows(out.theta_tps.into_tensor()))
-                    .map(|(a, q)| Prediction::AffineTps(a, q))
-                    .collect()
-            }
-        };
-        for (p, pred) in chunk.iter().zip(&predictions) {
-            let (ss, ts) = (set.size(&p.source), set.size(&p.target));
-            out.push(pair_pck(pred, p, ss, ts, procedure, alpha, tps)?);
         }
-        progress(out.len());
+        done += chunk.len();
+        progress(done);
     }
     Ok(out)
 }

@@ -130,6 +130,11 @@ impl Logger {
         }
     }
 
+    /// Whether step `step` of `plan` is logged (every `log.every` steps and at the stage's end).
+    pub fn due(&self, step: u64, plan: &StagePlan) -> bool {
+        step.is_multiple_of(self.every) || step == plan.end
+    }
+
     /// Records step `step` of `plan` when it is due; returns whether it was (the runner then
     /// refreshes the heartbeat).
     pub fn step(
@@ -146,7 +151,7 @@ impl Logger {
         if let Some(bar) = &self.progress {
             bar.set_position(step);
         }
-        if !(step.is_multiple_of(self.every) || step == plan.end) {
+        if !self.due(step, plan) {
             return Ok(false);
         }
         let rate = self.since.pairs as f64 / self.timer.elapsed().as_secs_f64().max(1e-9);
@@ -167,8 +172,8 @@ impl Logger {
             ("loss".to_string(), record.loss),
             (format!("loss/{stage}"), record.loss),
             ("lr".to_string(), record.lr),
-            ("grad_norm".to_string(), record.grad_norm),
         ];
+        values.extend(record.grad_norm.map(|g| ("grad_norm".to_string(), g)));
         values.extend(record.scores.iter().map(|(n, v)| (n.to_string(), *v)));
         for (tag, v) in values {
             self.train.scalar(&tag, step, v)?;

@@ -344,6 +344,7 @@ fn train(
                 &tps_loss,
                 lr,
                 state.step + 1,
+                logger.due(state.step + 1, plan),
             )?;
             model = next;
             state.step += 1;

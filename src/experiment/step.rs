@@ -105,9 +105,10 @@ pub struct StepRecord {
     pub loss: f64,
     /// The learning rate used.
     pub lr: f64,
-    /// L2 norm of all parameter gradients.
-    pub grad_norm: f64,
-    /// Named inlier scores (weak stage).
+    /// L2 norm of all parameter gradients (measured only when asked: it reads every gradient
+    /// back to the host).
+    pub grad_norm: Option<f64>,
+    /// Named inlier scores (weak stage; read back only when asked).
     pub scores: Vec<(&'static str, f64)>,
     /// The predicted affine θ (for warp images).
     pub theta_aff: Option<AffineTheta>,
@@ -129,6 +130,8 @@ impl ModuleVisitor for GradNorm<'_> {
 
 /// One optimisation step of `stage` at learning rate `lr`; `step` (1-based) names it in a
 /// divergence error. A non-finite loss is [`Error::Diverged`] and leaves the model untouched.
+/// With `measure`, the step also reads back the gradient norm and the inlier scores (for a
+/// logged step; each is a host read-back).
 #[allow(clippy::too_many_arguments)]
 pub fn optimize(
     model: TwoStage,
@@ -139,6 +142,7 @@ pub fn optimize(
     tps_loss: &Tps,
     lr: f64,
     step: u64,
+    measure: bool,
 ) -> Result<(TwoStage, StepRecord)> {
     let out = stage_loss(&model, stage, batch, r, tps_loss)?;
     let loss = out.loss.clone().into_scalar::<f64>();
@@ -149,11 +153,14 @@ pub fn optimize(
             loss,
         });
     }
-    let scores = out
-        .scores
-        .iter()
-        .map(|(n, t)| (*n, t.clone().into_scalar::<f64>()))
-        .collect();
+    let scores = match measure {
+        true => out
+            .scores
+            .iter()
+            .map(|(n, t)| (*n, t.clone().into_scalar::<f64>()))
+            .collect(),
+        false => Vec::new(),
+    };
     // A loss with no path to a trainable parameter (e.g. the hard inlier count, which gives θ
     // no gradient, with a frozen backbone) has nothing to update: the step is a no-op.
     let tracked = out.loss.is_tracked();
@@ -162,12 +169,14 @@ pub fn optimize(
     } else {
         GradientsParams::new()
     };
-    let mut norm = GradNorm {
-        grads: &grads,
-        sum: 0.0,
-    };
-    model.visit(&mut norm);
-    let grad_norm = norm.sum.sqrt();
+    let grad_norm = measure.then(|| {
+        let mut norm = GradNorm {
+            grads: &grads,
+            sum: 0.0,
+        };
+        model.visit(&mut norm);
+        norm.sum.sqrt()
+    });
     let model = if tracked {
         optim.step(lr, model, grads)
     } else {

@@ -37,23 +37,22 @@ pub fn evaluate(
     let reference = reference_length(benchmark, procedure);
     let tps = Tps::new(options.tps_lambda)?;
     let n = set.pairs.len();
+    // One pass of the two-stage model gives both the affine and the affine∘TPS predictions.
+    let kinds = [TransformKind::Affine, TransformKind::AffineTps];
+    let per_kind = evaluate_pairs(
+        subject.model,
+        &set,
+        &kinds,
+        subject.norm,
+        options.alpha,
+        &tps,
+        8,
+        procedure,
+        &mut |done| progress(done, n),
+    )?;
     let mut results = serde_json::Map::new();
     let mut identity = None;
-    for (name, kind, offset) in [
-        ("aff", TransformKind::Affine, 0),
-        ("aff_tps", TransformKind::AffineTps, n),
-    ] {
-        let pairs = evaluate_pairs(
-            subject.model,
-            &set,
-            kind,
-            subject.norm,
-            options.alpha,
-            &tps,
-            8,
-            procedure,
-            &mut |done| progress(offset + done, 2 * n),
-        )?;
+    for (name, pairs) in ["aff", "aff_tps"].into_iter().zip(&per_kind) {
         let scores = |pick: fn(&PairScore) -> Option<f64>| {
             report::summarize(pairs.iter().map(|p| (p.class.as_str(), pick(p))))
         };
