@@ -205,8 +205,8 @@ pub fn synth_pair(
 /// Synthetic pairs from a list of images (decoded once) as a [`super::loader::PairSource`]:
 /// sample `i` of epoch `e` warps image `i` by `sample_theta(model, config, seed, e, i)`.
 pub struct SynthPairs {
-    /// Decoded images.
-    pub images: Vec<super::image::RgbImage>,
+    /// Decoded images (shared: both strong stages warp the same ones).
+    pub images: std::sync::Arc<Vec<super::image::RgbImage>>,
     /// Transform model.
     pub model: SynthModel,
     /// θ distributions and sizes.

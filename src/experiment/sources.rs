@@ -34,6 +34,9 @@ pub struct Sources {
     pub validation: KeypointSet,
     /// Test pairs.
     pub test: KeypointSet,
+    /// The training images of the synthetic pairs, decoded once for both strong stages and
+    /// released when the weak stage starts.
+    train_images: std::sync::Mutex<Option<Arc<Vec<RgbImage>>>>,
 }
 
 impl Sources {
@@ -57,6 +60,7 @@ impl Sources {
             embedded,
             validation,
             test,
+            train_images: std::sync::Mutex::new(None),
         })
     }
 
@@ -64,8 +68,21 @@ impl Sources {
         self.r.normalization()
     }
 
-    /// The training images of the synthetic pairs.
-    fn train_images(&self) -> Result<Vec<RgbImage>> {
+    /// The training images of the synthetic pairs (decoded on first use).
+    fn train_images(&self) -> Result<Arc<Vec<RgbImage>>> {
+        let mut cache = self
+            .train_images
+            .lock()
+            .expect("no panic while holding the cache");
+        if let Some(images) = cache.as_ref() {
+            return Ok(images.clone());
+        }
+        let images = Arc::new(self.decode_train_images()?);
+        *cache = Some(images.clone());
+        Ok(images)
+    }
+
+    fn decode_train_images(&self) -> Result<Vec<RgbImage>> {
         match self.r.experiment.data.train {
             TrainData::Caltech101 => image_paths_in(&layout::caltech_101_images(&self.datasets))?
                 .iter()
@@ -83,6 +100,12 @@ impl Sources {
 
     /// The pairs `stage` trains on.
     pub fn pair_source(&self, stage: Stage) -> Result<Arc<dyn PairSource>> {
+        if stage == Stage::Weak {
+            // The synthetic stages are over: release their decoded images.
+            if let Ok(mut cache) = self.train_images.lock() {
+                cache.take();
+            }
+        }
         let exp = &self.r.experiment;
         let size = exp.model.image_size;
         let synth = |model: SynthModel| -> Result<Arc<dyn PairSource>> {
