@@ -18,7 +18,7 @@ use crate::device::DeviceChoice;
 use crate::error::Result;
 use crate::geometry::{Theta, Tps};
 use crate::loss::{InlierConfig, weakalign_loss};
-use crate::model::{ModelConfig, TwoStage, materialize};
+use crate::model::{ModelConfig, TwoStage};
 
 /// What to time.
 #[derive(Clone, Debug)]
@@ -86,11 +86,7 @@ fn model(kind: BackboneKind, size: usize, device: &Device) -> Result<TwoStage> {
         image_size: size,
         ..ModelConfig::default()
     };
-    let cpu = crate::device::training();
-    cpu.seed(1);
-    let model = config.init_two_stage(&cpu)?;
-    materialize(&model);
-    Ok(model.fork(device))
+    config.init_two_stage_seeded(1, device)
 }
 
 /// Times one backbone.

@@ -27,7 +27,11 @@ pub fn training() -> Device {
     inference().autodiff()
 }
 
-/// Reads a tensor back to the host as f64 values (row-major): the one place for this conversion.
+/// Reads a tensor back to the host as f64 values: the one place for this conversion.
+///
+/// # Shapes
+/// - `t`: any `[d0, d1, …]`
+/// - output: its `d0·d1·…` elements, row-major
 pub fn read_f64<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()

@@ -81,6 +81,17 @@ impl ModelConfig {
         })
     }
 
+    /// A two-stage model drawn on the CPU from `seed` (every parameter, see [`materialize`]) and
+    /// then moved to `device` (a training device keeps its autodiff): the same weights on every
+    /// device.
+    pub fn init_two_stage_seeded(&self, seed: u64, device: &Device) -> Result<TwoStage> {
+        let cpu = crate::device::training();
+        cpu.seed(seed);
+        let model = self.init_two_stage(&cpu)?;
+        materialize(&model);
+        Ok(model.fork(device))
+    }
+
     /// A randomly initialized two-stage model.
     pub fn init_two_stage(&self, device: &Device) -> Result<TwoStage> {
         let g = self.feature_size();

@@ -81,6 +81,10 @@ struct Run {
 
 /// Runs `op` on `device` with `inputs` (values and shapes, made trainable), then backpropagates
 /// `Σ_k Σ w_k ⊙ output_k` with fixed weights `w_k`.
+///
+/// # Shapes
+/// - `inputs[i]`: the tensor of shape `inputs[i].1` that `op` receives as its `i`-th argument
+/// - `op`'s outputs: `[n_k]` each (flatten with [`flat`])
 fn run_op<const D: usize>(
     device: &Device,
     inputs: &[(Vec<f32>, [usize; D])],
@@ -132,6 +136,30 @@ fn run_op<const D: usize>(
     })
 }
 
+impl OpParity {
+    /// The verdict on two runs of one operation: the worst relative error over its outputs and
+    /// over its gradients (a different number of either is an infinite error).
+    fn judge(op: String, tolerance: f64, device: &Run, cpu: &Run) -> Self {
+        let worst = |a: &[Vec<f64>], b: &[Vec<f64>]| {
+            if a.len() != b.len() {
+                return f64::INFINITY;
+            }
+            a.iter()
+                .zip(b)
+                .fold(0.0f64, |m, (x, y)| m.max(relative_error(x, y)))
+        };
+        let forward = worst(&device.outputs, &cpu.outputs);
+        let gradient = worst(&device.gradients, &cpu.gradients);
+        OpParity {
+            op,
+            forward,
+            gradient,
+            tolerance,
+            pass: forward <= tolerance && gradient <= tolerance,
+        }
+    }
+}
+
 /// Compares `op` on `device` against the CPU.
 fn compare<const D: usize>(
     name: &str,
@@ -142,28 +170,25 @@ fn compare<const D: usize>(
 ) -> Result<OpParity> {
     let cpu = run_op(&crate::device::inference(), inputs, op)?;
     let dev = run_op(device, inputs, op)?;
-    let worst = |a: &[Vec<f64>], b: &[Vec<f64>]| {
-        if a.len() != b.len() {
-            return f64::INFINITY;
-        }
-        a.iter()
-            .zip(b)
-            .fold(0.0f64, |m, (x, y)| m.max(relative_error(x, y)))
-    };
-    let (forward, gradient) = (
-        worst(&dev.outputs, &cpu.outputs),
-        worst(&dev.gradients, &cpu.gradients),
-    );
-    Ok(OpParity {
-        op: name.into(),
-        forward,
-        gradient,
-        tolerance,
-        pass: forward <= tolerance && gradient <= tolerance,
-    })
+    Ok(OpParity::judge(name.into(), tolerance, &dev, &cpu))
 }
 
-/// Flattens a tensor to `[n]` for the comparison.
+/// A fixed (not differentiated) tensor from values and shape, on `device`.
+///
+/// # Shapes
+/// - output: `shape`
+fn constant<const D: usize>(
+    (values, shape): &(Vec<f32>, [usize; D]),
+    device: &Device,
+) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values.clone(), *shape), device)
+}
+
+/// Flattens a tensor for the comparison.
+///
+/// # Shapes
+/// - `t`: any `[d0, d1, …]`
+/// - output: `[d0·d1·…]`
 fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
     let n: usize = t.dims().iter().product();
     t.reshape([n])
@@ -279,8 +304,10 @@ fn operations(device: &Device) -> Result<Vec<OpParity>> {
             &inputs,
             &|x| {
                 let d = x[0].device();
-                let a = AffineTheta::new(Tensor::from_data(TensorData::new(a.0.clone(), a.1), &d))?;
-                let t = TpsTheta::new(Tensor::from_data(TensorData::new(t.0.clone(), t.1), &d))?;
+                let (a, t) = (
+                    AffineTheta::new(constant(&a, &d))?,
+                    TpsTheta::new(constant(&t, &d))?,
+                );
                 let composed = Composed {
                     affine: &a,
                     tps: spline.warp(&t),
@@ -322,8 +349,10 @@ fn operations(device: &Device) -> Result<Vec<OpParity>> {
         &[matches],
         &|x| {
             let d = x[0].device();
-            let a = AffineTheta::new(Tensor::from_data(TensorData::new(a.0.clone(), a.1), &d))?;
-            let t = TpsTheta::new(Tensor::from_data(TensorData::new(t.0.clone(), t.1), &d))?;
+            let (a, t) = (
+                AffineTheta::new(constant(&a, &d))?,
+                TpsTheta::new(constant(&t, &d))?,
+            );
             Ok(vec![
                 weakalign_loss(&a, &t, &spline, x[0].clone(), &soft)?.loss,
             ])
@@ -351,17 +380,13 @@ fn parameter_gradients<M: Module>(model: &M, grads: &GradientsParams) -> Vec<Vec
 /// forward, and the WeakAlign loss's parameter gradients.
 fn model_parity(kind: BackboneKind, device: &Device, size: usize) -> Result<OpParity> {
     let run = |device: &Device| -> Result<Run> {
-        let cpu = crate::device::training();
-        cpu.seed(7);
+        let d = device.clone().autodiff();
         let config = ModelConfig {
             backbone: kind,
             image_size: size,
             ..ModelConfig::default()
         };
-        let model = config.init_two_stage(&cpu)?;
-        crate::model::materialize(&model);
-        let model = model.fork(&device.clone().autodiff());
-        let d = device.clone().autodiff();
+        let model = config.init_two_stage_seeded(7, &d)?;
         let image = |seed| {
             Tensor::<4>::from_data(
                 TensorData::new(
@@ -394,28 +419,8 @@ fn model_parity(kind: BackboneKind, device: &Device, size: usize) -> Result<OpPa
         })
     };
     let (cpu, dev) = (run(&crate::device::inference())?, run(device)?);
-    let worst = |a: &[Vec<f64>], b: &[Vec<f64>]| {
-        a.iter().zip(b).fold(
-            if a.len() == b.len() {
-                0.0f64
-            } else {
-                f64::INFINITY
-            },
-            |m, (x, y)| m.max(relative_error(x, y)),
-        )
-    };
-    let tolerance = 1e-3;
-    let (forward, gradient) = (
-        worst(&dev.outputs, &cpu.outputs),
-        worst(&dev.gradients, &cpu.gradients),
-    );
-    Ok(OpParity {
-        op: format!("two-stage {} ({size}²)", kind.name()),
-        forward,
-        gradient,
-        tolerance,
-        pass: forward <= tolerance && gradient <= tolerance,
-    })
+    let op = format!("two-stage {} ({size}²)", kind.name());
+    Ok(OpParity::judge(op, 1e-3, &dev, &cpu))
 }
 
 /// The whole suite on `device` (models at `size`; `backbones` empty skips them).

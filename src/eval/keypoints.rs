@@ -138,7 +138,11 @@ pub fn evaluate(
     })
 }
 
-/// Rows of a `[batch, n]` tensor on the host.
+/// Rows of a tensor on the host.
+///
+/// # Shapes
+/// - `t`: `[batch, n]`
+/// - output: `batch` rows of `n` values
 fn rows(t: Tensor<2>) -> Vec<Vec<f64>> {
     let [b, n] = t.dims();
     let v = crate::device::read_f64(t);

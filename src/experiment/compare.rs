@@ -56,13 +56,15 @@ pub fn find_runs(root: &Path) -> Vec<RunInfo> {
 /// experiments (all of them).
 pub fn runs_at(paths: &[PathBuf]) -> Vec<RunInfo> {
     let mut runs = Vec::new();
+    let holds_runs = |p: &Path| {
+        std::fs::read_dir(p)
+            .is_ok_and(|d| d.flatten().any(|e| e.path().join("status.json").is_file()))
+    };
     for p in paths {
-        let holds_runs = std::fs::read_dir(p)
-            .is_ok_and(|d| d.flatten().any(|e| e.path().join("status.json").is_file()));
         if p.join("status.json").is_file() {
             let experiments = p.parent().and_then(|e| e.parent()).unwrap_or(p);
             runs.extend(find_runs(experiments).into_iter().filter(|r| r.dir == *p));
-        } else if holds_runs {
+        } else if holds_runs(p) {
             let parent = p.parent().unwrap_or(p);
             runs.extend(
                 find_runs(parent)

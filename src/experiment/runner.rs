@@ -56,6 +56,11 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// Whether this invocation continues a run (`--resume`, with or without a directory).
+    fn resuming(&self) -> bool {
+        self.resume || self.resume_dir.is_some()
+    }
+
     fn interrupted(&self) -> bool {
         self.interrupt
             .as_ref()
@@ -149,7 +154,7 @@ fn resume_point(
     run: &RunDir,
     opts: &RunOptions,
 ) -> Result<Option<(PathBuf, TrainState)>> {
-    if !(opts.resume || opts.resume_dir.is_some()) {
+    if !opts.resuming() {
         return Ok(None);
     }
     let found = checkpoint::latest_valid(&run.checkpoints, |w| eprintln!("warning: {w}"));
@@ -197,10 +202,9 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     if let Some(done) = already_completed(&run_path, opts) {
         return Ok(done);
     }
-    if let Some(s) = RunDir::read_status(&run_path) {
+    if let Some(s) = RunDir::read_status(&run_path).filter(|_| !opts.resuming()) {
         // A run that never reached a checkpoint has nothing to resume: it starts afresh.
-        let resumable = checkpoint::latest_valid(&run_paths(r, &opts.roots).1, |_| {}).is_some();
-        if resumable && !opts.resume && opts.resume_dir.is_none() {
+        if checkpoint::latest_valid(&ckpt_path, |_| {}).is_some() {
             return Err(Error::ResumeConflict {
                 path: run_path,
                 reason: format!(
@@ -218,10 +222,11 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         .map_or((0, 0), |(_, s)| (s.step, s.metrics_lines));
     let git = write_provenance(r, &run)?;
     run.set_status(Status::Running, start, None)?;
-    let total = plan(r).last().map_or(0, |s| s.end);
+    let stages = plan(r);
+    let total = stages.last().map_or(0, |s| s.end);
     let mut logger = Logger::open(&run, r, start, metrics_lines, total, &git)?;
 
-    let outcome = train(r, &run, resume, opts, &device, &mut logger);
+    let outcome = train(r, &stages, &run, resume, opts, &device, &mut logger);
     let (status, message) = match &outcome {
         Ok(o) => (o.status, None),
         Err(e) => (Status::Failed, Some(e.to_string())),
@@ -307,8 +312,10 @@ fn pck(r: &Resolved, model: &TwoStage, set: &KeypointSet, tps: &Tps) -> Result<P
 }
 
 /// The stages from the resume point on, then the test evaluation.
+#[allow(clippy::too_many_arguments)]
 fn train(
     r: &Resolved,
+    stages: &[StagePlan],
     run: &RunDir,
     resume: Option<(PathBuf, TrainState)>,
     opts: &RunOptions,
@@ -320,8 +327,7 @@ fn train(
     let (mut model, mut state, mut optimizer_file) = initial_state(r, resume, &opts.roots, device)?;
     let tps_loss = Tps::new(exp.loss.tps_lambda)?;
     let tps_eval = Tps::new(exp.eval.tps_lambda)?;
-    let stages: Vec<StagePlan> = plan(r);
-    for plan in &stages {
+    for plan in stages {
         if state.step >= plan.end {
             continue;
         }

@@ -26,6 +26,10 @@ pub struct StageLoss {
 }
 
 /// The loss of `stage` on `batch`. `tps_loss` is the spline of the weak loss's mask warp.
+///
+/// # Shapes
+/// - `batch.source`, `batch.target`: `[batch, 3, S, S]` on the model's device
+/// - output: loss `[1]`, scores `[1]` each, θ_aff `[batch, 6]`
 pub fn stage_loss(
     model: &TwoStage,
     stage: Stage,
@@ -132,6 +136,9 @@ impl ModuleVisitor for GradNorm<'_> {
 /// divergence error. A non-finite loss is [`Error::Diverged`] and leaves the model untouched.
 /// With `measure`, the step also reads back the gradient norm and the inlier scores (for a
 /// logged step; each is a host read-back).
+///
+/// # Shapes
+/// - `batch.source`, `batch.target`: `[batch, 3, S, S]` on the model's device
 #[allow(clippy::too_many_arguments)]
 pub fn optimize(
     model: TwoStage,
