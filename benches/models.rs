@@ -21,7 +21,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let only = std::env::var("BENCH_BACKBONES").unwrap_or_default();
-    let backbones = [
+    let backbones: Vec<BackboneKind> = [
         BackboneKind::Vgg16,
         BackboneKind::ResNet101,
         BackboneKind::EfficientNetLite0,
@@ -29,20 +29,43 @@ fn main() {
     .into_iter()
     .filter(|k| only.is_empty() || only.split(',').any(|b| b == k.name()))
     .collect();
-    let options = BenchOptions {
-        device: DeviceChoice::Cpu,
-        batch: BATCH,
-        size: SIZE,
-        runs,
-        backbones,
-    };
-    let results = bench_models(&options, &mut |r| {
-        eprintln!(
-            "{}: two-stage forward {:.3} s, weak training step {:.3} s (medians of {runs})",
-            r.backbone, r.forward_s, r.train_step_s
-        )
-    })
-    .expect("benchmark runs");
+    let profile = std::env::var("BENCH_PROFILE").map_or(true, |v| v != "0");
+    // A child process times one backbone and prints its row: each backbone's peak memory is then
+    // its own process's.
+    if std::env::var("BENCH_CHILD").is_ok() {
+        let options = BenchOptions {
+            device: DeviceChoice::Cpu,
+            batch: BATCH,
+            size: SIZE,
+            runs,
+            backbones,
+            profile,
+        };
+        let results = bench_models(&options, &mut |_| {}).expect("benchmark runs");
+        println!("{}", serde_json::to_string(&results).unwrap());
+        return;
+    }
+    let mut results = Vec::new();
+    for kind in backbones {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("BENCH_CHILD", "1")
+            .env("BENCH_BACKBONES", kind.name())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("the benchmark re-runs itself");
+        assert!(out.status.success(), "{} benchmark failed", kind.name());
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        for r in &rows {
+            eprintln!(
+                "{}: two-stage forward {:.3} s, weak training step {:.3} s (medians of {runs}), peak RSS {:.0} MiB",
+                r["backbone"].as_str().unwrap_or("?"),
+                r["forward_s"],
+                r["train_step_s"],
+                r["peak_rss_mib"]
+            );
+        }
+        results.extend(rows);
+    }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
     let loaders = loader_throughput();
     let report = serde_json::json!({

@@ -142,12 +142,18 @@ fn check_pair(op: &'static str, source: &Tensor<4>, target: &Tensor<4>, size: us
     check_shape(op, "target", &target.dims(), &expected)
 }
 
-/// Correlation of two feature maps as the models compute it.
+/// Correlation of two feature maps as the models compute it: L2-normalized features (when `l2`),
+/// then [`FeatureCorrelation`] (normalized matches when `normalize`).
 ///
 /// # Shapes
 /// - `source`, `target`: `[batch, channels, h, w]`
 /// - output: `[batch, h·w, h, w]`
-fn correlate(source: Tensor<4>, target: Tensor<4>, l2: bool, normalize: bool) -> Result<Tensor<4>> {
+pub fn correlate(
+    source: Tensor<4>,
+    target: Tensor<4>,
+    l2: bool,
+    normalize: bool,
+) -> Result<Tensor<4>> {
     let (source, target) = if l2 {
         (feature_l2_norm(source), feature_l2_norm(target))
     } else {

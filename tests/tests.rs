@@ -15,6 +15,9 @@ mod loss;
 // Autodiff vs central finite differences (f64) for every differentiable operation (proptest).
 mod grad;
 
+// The backbones' convolution kernels against burn's and finite differences.
+mod conv;
+
 // Golden values from PyTorch (tests/golden/README.md says how they were made).
 mod golden;
 

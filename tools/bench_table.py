@@ -32,6 +32,59 @@ def rows(ours, torch):
     return out
 
 
+def memory(ours, theirs):
+    """Peak resident memory per backbone (each process resets its mark before a backbone)."""
+    out = ["## Peak memory", "",
+           "Peak resident set size (VmHWM) while one backbone's forward and training-step timings "
+           "ran, MiB; each process resets the mark before each backbone (`/proc/self/clear_refs`).",
+           "", "| backbone | ours | PyTorch | ratio |", "|---|---|---|---|"]
+    for r in ours["results"]:
+        t = theirs.get(r["backbone"])
+        a, b = r.get("peak_rss_mib"), t and t.get("peak_rss_mib")
+        if a and b:
+            out.append(f"| {r['backbone']} | {a:.0f} | {b:.0f} | {a / b:.2f} |")
+    return out + [""]
+
+
+def profile(ours, theirs):
+    """Per-part tables: each part of the training step timed alone, ours and PyTorch."""
+    out = ["## Where a training step goes", "",
+           "Each part of the weak training step timed alone with the step's shapes (medians, "
+           "seconds per call; `fwd+bwd` = forward, then backward of the output's sum; `adam` = the "
+           "update alone). `share` = calls × fwd+bwd / measured step. Parts: `backbone` (one image "
+           "batch through the feature extractor: src, tgt and the warped src), `correlation` "
+           "(L2-normalized features, correlation, ReLU, normalization), `regression_*` (the "
+           "heads), `warp` (affine sampling grid + bilinear sample of the source), `inlier_loss` "
+           "(both grids and both soft inlier counts), `adam`.", ""]
+    for r in ours["results"]:
+        t = theirs.get(r["backbone"])
+        if not r.get("profile") or not t or not t.get("profile"):
+            continue
+        tp = {p["op"]: p for p in t["profile"]}
+        out += [f"### {r['backbone']}", "",
+                "| part | calls | fwd ours | fwd PyTorch | fwd+bwd ours | fwd+bwd PyTorch | ratio | share ours | share PyTorch |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        total = [0.0, 0.0]
+        for p in r["profile"]:
+            q = tp.get(p["op"])
+            if not q:
+                continue
+            n = p["calls_per_step"]
+            total[0] += n * p["forward_backward_s"]
+            total[1] += n * q["forward_backward_s"]
+            ratio = p["forward_backward_s"] / q["forward_backward_s"] if q["forward_backward_s"] else float("nan")
+            out.append(
+                f"| {p['op']} | {n} | {p['forward_s']:.4f} | {q['forward_s']:.4f} | "
+                f"{p['forward_backward_s']:.4f} | {q['forward_backward_s']:.4f} | {ratio:.2f} | "
+                f"{n * p['forward_backward_s'] / r['train_step_s']:.0%} | "
+                f"{n * q['forward_backward_s'] / t['train_step_s']:.0%} |")
+        out += [f"| sum of parts | | | | {total[0]:.3f} | {total[1]:.3f} | | "
+                f"{total[0] / r['train_step_s']:.0%} | {total[1] / t['train_step_s']:.0%} |",
+                f"| measured step | | | | {r['train_step_s']:.3f} | {t['train_step_s']:.3f} | "
+                f"{r['train_step_s'] / t['train_step_s']:.2f} | | |", ""]
+    return out
+
+
 def gpu(ours_path, torch_path, gpu_path):
     ours, torch = json.load(open(ours_path)), json.load(open(torch_path))
     name = open(gpu_path).read().strip()
@@ -88,6 +141,7 @@ def main():
             f"{r['forward_s'] / t['forward_s']:.2f} | {r['train_step_s']:.2f} | "
             f"{t['train_step_s']:.2f} | {r['train_step_s'] / t['train_step_s']:.2f} |")
     lines += ["", "Ratio = ours / PyTorch (below 1 means we are faster).", ""]
+    lines += memory(ours, theirs) + profile(ours, theirs)
     if ours.get("loaders"):
         lines += ["## Data loading", "",
                   "Background loader, 2 worker threads, batches of 8 pairs at 240×240 (decode, crop, "

@@ -11,6 +11,7 @@
 //! ## Reference
 //! weakalign: `model/cnn_geometric_model.py` `FeatureExtraction` (weakalign-reference §2).
 
+pub mod conv;
 pub mod efficientnet;
 pub mod resnet;
 pub mod vgg16;

@@ -7,6 +7,7 @@
 //! Simonyan & Zisserman 2015; weakalign: `model/cnn_geometric_model.py` `FeatureExtraction`
 //! (`vgg`, children `[0..23]`), weakalign-reference §2.
 
+use super::conv;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -92,15 +93,15 @@ impl Vgg16 {
     /// - `images`: `[batch, 3, h, w]`, ImageNet-normalized
     /// - output: `[batch, 512, h/16, w/16]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.conv1_1.forward(images));
-        let x = self.pool.forward(relu(self.conv1_2.forward(x))); // [B, 64, h/2, w/2]
-        let x = relu(self.conv2_1.forward(x));
-        let x = self.pool.forward(relu(self.conv2_2.forward(x))); // [B, 128, h/4, w/4]
-        let x = relu(self.conv3_1.forward(x));
-        let x = relu(self.conv3_2.forward(x));
-        let x = self.pool.forward(relu(self.conv3_3.forward(x))); // [B, 256, h/8, w/8]
-        let x = relu(self.conv4_1.forward(x));
-        let x = relu(self.conv4_2.forward(x));
-        self.pool.forward(relu(self.conv4_3.forward(x))) // [B, 512, h/16, w/16]
+        let x = relu(conv::forward(&self.conv1_1, images));
+        let x = self.pool.forward(relu(conv::forward(&self.conv1_2, x))); // [B, 64, h/2, w/2]
+        let x = relu(conv::forward(&self.conv2_1, x));
+        let x = self.pool.forward(relu(conv::forward(&self.conv2_2, x))); // [B, 128, h/4, w/4]
+        let x = relu(conv::forward(&self.conv3_1, x));
+        let x = relu(conv::forward(&self.conv3_2, x));
+        let x = self.pool.forward(relu(conv::forward(&self.conv3_3, x))); // [B, 256, h/8, w/8]
+        let x = relu(conv::forward(&self.conv4_1, x));
+        let x = relu(conv::forward(&self.conv4_2, x));
+        self.pool.forward(relu(conv::forward(&self.conv4_3, x))) // [B, 512, h/16, w/16]
     }
 }

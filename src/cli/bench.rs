@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also time each part of the training step alone (backbone, correlation, heads, warp,
+    /// inlier loss, Adam).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Runs `weakalign bench`.
@@ -42,6 +46,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         size: args.size,
         runs: args.runs,
         backbones: args.backbones,
+        profile: args.profile,
     };
     let results = bench_models(&options, &mut |r| {
         println!(

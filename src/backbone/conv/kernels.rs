@@ -1,0 +1,562 @@
+//! Convolution as shifted matrix products, on host slices (NCHW, row-major, groups 1, dilation 1).
+//!
+//! The padded input of one image is stored split into stride phases: phase `(a, b)` holds the
+//! padded pixels `(u·s_h + a, v·s_w + b)` as a `[c_in, h_q, w_q]` block. In phase space every
+//! kernel tap `(i, j)` is a *unit-stride* shift: output `q = y·w_q + x` reads phase
+//! `(i mod s_h, j mod s_w)` at flat offset `q + (i div s_h)·w_q + (j div s_w)`. So each tap is one
+//! matrix product with a strided view (no im2col buffer), for the forward
+//! (`Y[c_out, q] += W_ij[c_out, c_in] · P[c_in, q + off]`), the input gradient
+//! (`dP[c_in, q + off] += W_ijᵀ · dY`) and the weight gradient (`dW_ij += dY · P[·, q + off]ᵀ`).
+//! The columns `q` with `x ≥ w_out` are junk: computed and dropped (forward), zero (backward).
+//!
+//! The products run on the `gemm` crate (the kernels burn's CPU backend uses), images in
+//! parallel on rayon's pool.
+
+use rayon::prelude::*;
+
+/// The element types the kernels run on.
+pub trait Real:
+    Copy
+    + Default
+    + Send
+    + Sync
+    + PartialEq
+    + core::ops::AddAssign
+    + core::ops::Mul<Output = Self>
+    + core::fmt::Debug
+    + 'static
+{
+    /// One.
+    const ONE: Self;
+}
+
+impl Real for f32 {
+    const ONE: Self = 1.0;
+}
+
+impl Real for f64 {
+    const ONE: Self = 1.0;
+}
+
+/// Shapes and options of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Images.
+    pub batch: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height and width.
+    pub size_in: [usize; 2],
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride (height, width), non-zero.
+    pub stride: [usize; 2],
+    /// Zero padding `(begin, end)` per spatial axis (height, width).
+    pub padding: [(usize, usize); 2],
+    /// Depthwise (`groups = c_in = c_out`, weight `[c, 1, kh, kw]`): each channel convolved with
+    /// its own kernel.
+    pub depthwise: bool,
+}
+
+impl ConvGeometry {
+    /// Padded input side on `axis`.
+    fn padded(&self, axis: usize) -> usize {
+        self.padding[axis].0 + self.size_in[axis] + self.padding[axis].1
+    }
+
+    /// Output height and width.
+    pub fn size_out(&self) -> [usize; 2] {
+        [0, 1].map(|a| (self.padded(a) - self.kernel[a]) / self.stride[a] + 1)
+    }
+
+    /// Whether the kernel fits the padded input (otherwise there is no output).
+    pub fn is_valid(&self) -> bool {
+        [0, 1]
+            .iter()
+            .all(|&a| self.stride[a] > 0 && self.kernel[a] > 0 && self.padded(a) >= self.kernel[a])
+    }
+
+    /// Phase-plane height and width: `ceil(padded / stride)`.
+    fn phase_size(&self) -> [usize; 2] {
+        [0, 1].map(|a| self.padded(a).div_ceil(self.stride[a]))
+    }
+
+    /// Elements of one phase-split padded image.
+    fn phase_image_len(&self) -> usize {
+        let [hq, wq] = self.phase_size();
+        self.stride[0] * self.stride[1] * self.c_in * hq * wq
+    }
+
+    /// Columns of the extended output (`q` up to the last valid output).
+    fn n_ext(&self) -> usize {
+        let [h_out, w_out] = self.size_out();
+        (h_out - 1) * self.phase_size()[1] + w_out
+    }
+
+    /// Where tap `(i, j)` reads: the start of its phase block plus its shift.
+    fn tap_offset(&self, i: usize, j: usize) -> usize {
+        let [hq, wq] = self.phase_size();
+        let [sh, sw] = self.stride;
+        let phase = (i % sh) * sw + (j % sw);
+        phase * self.c_in * hq * wq + (i / sh) * wq + (j / sw)
+    }
+
+    /// Input channels each output channel sees.
+    fn c_in_per_group(&self) -> usize {
+        if self.depthwise { 1 } else { self.c_in }
+    }
+
+    /// Elements of the input, weight and output.
+    pub fn lens(&self) -> [usize; 3] {
+        let [h, w] = self.size_in;
+        let [h_out, w_out] = self.size_out();
+        [
+            self.batch * self.c_in * h * w,
+            self.c_out * self.c_in_per_group() * self.kernel[0] * self.kernel[1],
+            self.batch * self.c_out * h_out * w_out,
+        ]
+    }
+
+    /// Visits every input pixel of one image with its index in the phase-split padded image.
+    fn for_each_input(&self, mut f: impl FnMut(usize, usize)) {
+        let [h, w] = self.size_in;
+        let [hq, wq] = self.phase_size();
+        let [sh, sw] = self.stride;
+        let (top, left) = (self.padding[0].0, self.padding[1].0);
+        for c in 0..self.c_in {
+            for r in 0..h {
+                let (pr, row_in_phase) = ((r + top) % sh, (r + top) / sh);
+                for col in 0..w {
+                    let (pc, col_in_phase) = ((col + left) % sw, (col + left) / sw);
+                    let phase = pr * sw + pc;
+                    let at = ((phase * self.c_in + c) * hq + row_in_phase) * wq + col_in_phase;
+                    f((c * h + r) * w + col, at);
+                }
+            }
+        }
+    }
+
+    /// Writes one image (`[c_in, h, w]`) into `phases` (zeroed first).
+    fn split_phases<T: Real>(&self, image: &[T], phases: &mut [T]) {
+        phases.fill(T::default());
+        self.for_each_input(|from, to| phases[to] = image[from]);
+    }
+}
+
+/// How the images are shared out: contiguous groups run in parallel (one per thread) when there
+/// are at least as many images as threads, each product then single-threaded; otherwise one
+/// group, each product on every thread. The grouping depends only on the batch and the thread
+/// count, so results are the same run to run.
+fn plan(batch: usize) -> (Vec<core::ops::Range<usize>>, gemm::Parallelism) {
+    let threads = rayon::current_num_threads().max(1);
+    if threads > 1 && batch >= threads {
+        let per = batch.div_ceil(threads);
+        let groups = (0..batch)
+            .step_by(per)
+            .map(|s| s..(s + per).min(batch))
+            .collect();
+        (groups, gemm::Parallelism::None)
+    } else if threads > 1 {
+        (
+            std::iter::once(0..batch).collect(),
+            gemm::Parallelism::Rayon(threads),
+        )
+    } else {
+        (std::iter::once(0..batch).collect(), gemm::Parallelism::None)
+    }
+}
+
+/// Splits `data` (`batch` equal images) into the groups' slices.
+fn split_groups<'a, T>(
+    data: &'a mut [T],
+    groups: &[core::ops::Range<usize>],
+    per_image: usize,
+) -> Vec<&'a mut [T]> {
+    let mut rest = data;
+    groups
+        .iter()
+        .map(|r| {
+            let (head, tail) = core::mem::take(&mut rest).split_at_mut(r.len() * per_image);
+            rest = tail;
+            head
+        })
+        .collect()
+}
+
+/// A strided matrix view for [`product`]: element `(r, c)` at `ptr + r·rs + c·cs`.
+#[derive(Clone, Copy)]
+struct View<T> {
+    ptr: *const T,
+    rs: isize,
+    cs: isize,
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` (`accumulate` keeps what `dst` holds).
+///
+/// # Safety
+/// Every element the three views address for these sizes lies in a live allocation, and `dst`
+/// does not overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product<T: Real>(
+    [m, n, k]: [usize; 3],
+    dst: *mut T,
+    [dst_rs, dst_cs]: [isize; 2],
+    accumulate: bool,
+    lhs: View<T>,
+    rhs: View<T>,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// The weight of tap `(i, j)` as a `[c_out, c_in]` view into `weight` (`[c_out, c_in, kh, kw]`).
+fn tap_weight<T>(g: &ConvGeometry, weight: &[T], i: usize, j: usize) -> View<T> {
+    let taps = g.kernel[0] * g.kernel[1];
+    View {
+        ptr: weight[i * g.kernel[1] + j..].as_ptr(),
+        rs: (g.c_in * taps) as isize,
+        cs: taps as isize,
+    }
+}
+
+/// The convolution's output.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in, kh, kw]` (flat, row-major)
+/// - output: `[batch, c_out, h_out, w_out]`
+pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T> {
+    let [x_len, w_len, out_len] = g.lens();
+    assert!(g.is_valid() && x.len() == x_len && weight.len() == w_len);
+    if g.depthwise {
+        return depthwise_forward(g, x, weight);
+    }
+    let [h_out, w_out] = g.size_out();
+    let wq = g.phase_size()[1];
+    let (n_ext, plane_out) = (g.n_ext(), h_out * w_out);
+    let mut out = vec![T::default(); out_len];
+    let (x_img, out_img) = (g.c_in * g.size_in[0] * g.size_in[1], g.c_out * plane_out);
+    let (groups, inner) = plan(g.batch);
+    let slices = split_groups(&mut out, &groups, out_img);
+    let run_group = |(range, out_g): (core::ops::Range<usize>, &mut [T])| {
+        let mut phases = vec![T::default(); g.phase_image_len()];
+        let mut ext = vec![T::default(); g.c_out * n_ext];
+        for (b, out_b) in range.zip(out_g.chunks_mut(out_img.max(1))) {
+            g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+            for i in 0..g.kernel[0] {
+                for j in 0..g.kernel[1] {
+                    let rhs = View {
+                        ptr: phases[g.tap_offset(i, j)..].as_ptr(),
+                        rs: (g.phase_size()[0] * wq) as isize,
+                        cs: 1,
+                    };
+                    // SAFETY: `ext` is [c_out, n_ext]; the tap view reads c_in rows of n_ext
+                    // columns inside `phases` (module docs: the last valid q plus the largest
+                    // shift stays in its phase plane); the weight view stays inside `weight`.
+                    unsafe {
+                        product(
+                            [g.c_out, n_ext, g.c_in],
+                            ext.as_mut_ptr(),
+                            [n_ext as isize, 1],
+                            i + j > 0,
+                            tap_weight(g, weight, i, j),
+                            rhs,
+                            inner,
+                        )
+                    }
+                }
+            }
+            for (co, row) in ext.chunks(n_ext).enumerate() {
+                for y in 0..h_out {
+                    let at = (co * h_out + y) * w_out;
+                    out_b[at..at + w_out].copy_from_slice(&row[y * wq..y * wq + w_out]);
+                }
+            }
+        }
+    };
+    groups.into_par_iter().zip(slices).for_each(run_group);
+    out
+}
+
+/// The output gradient of one image laid out on the extended columns (zero on the junk ones).
+///
+/// # Shapes
+/// - `dy`: `[c_out, h_out, w_out]`
+/// - output: `[c_out, n_ext]`
+fn extend<T: Real>(g: &ConvGeometry, dy: &[T]) -> Vec<T> {
+    let [h_out, w_out] = g.size_out();
+    let (wq, n_ext) = (g.phase_size()[1], g.n_ext());
+    let mut ext = vec![T::default(); g.c_out * n_ext];
+    for co in 0..g.c_out {
+        for y in 0..h_out {
+            let from = (co * h_out + y) * w_out;
+            let to = co * n_ext + y * wq;
+            ext[to..to + w_out].copy_from_slice(&dy[from..from + w_out]);
+        }
+    }
+    ext
+}
+
+/// Gradients of `Σ dy ⊙ conv(x, weight)` with respect to the input and the weight (each only
+/// when asked for).
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in, kh, kw]`,
+///   `dy`: `[batch, c_out, h_out, w_out]` (flat, row-major)
+/// - output: `dx` like `x`, `dweight` like `weight`
+pub fn backward<T: Real>(
+    g: &ConvGeometry,
+    x: &[T],
+    weight: &[T],
+    dy: &[T],
+    want: [bool; 2],
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let [x_len, w_len, out_len] = g.lens();
+    assert!(g.is_valid() && x.len() == x_len && weight.len() == w_len && dy.len() == out_len);
+    if g.depthwise {
+        return depthwise_backward(g, x, weight, dy, want);
+    }
+    let [want_dx, want_dw] = want;
+    let [hq, wq] = g.phase_size();
+    let n_ext = g.n_ext();
+    let (x_img, dy_img) = (x_len / g.batch.max(1), out_len / g.batch.max(1));
+    let taps: Vec<(usize, usize)> = (0..g.kernel[0])
+        .flat_map(|i| (0..g.kernel[1]).map(move |j| (i, j)))
+        .collect();
+    let taps_n = taps.len();
+    let (groups, inner) = plan(g.batch);
+    let mut dx = want_dx.then(|| vec![T::default(); x_len]);
+    let dx_slices: Vec<Option<&mut [T]>> = match dx.as_mut() {
+        Some(dx) => split_groups(dx, &groups, x_img)
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => groups.iter().map(|_| None).collect(),
+    };
+    // One weight gradient per group, summed in group order below (deterministic).
+    let run_group = |(range, mut dx_g): (core::ops::Range<usize>, Option<&mut [T]>)| {
+        let mut phases = vec![T::default(); g.phase_image_len()];
+        let mut dw = want_dw.then(|| vec![T::default(); w_len]);
+        for (n, b) in range.enumerate() {
+            let dy_ext = extend(g, &dy[b * dy_img..(b + 1) * dy_img]);
+            let dy_view = View {
+                ptr: dy_ext.as_ptr(),
+                rs: n_ext as isize,
+                cs: 1,
+            };
+            if let Some(dx_g) = dx_g.as_deref_mut() {
+                phases.fill(T::default());
+                for &(i, j) in &taps {
+                    let w = tap_weight(g, weight, i, j);
+                    let w_t = View {
+                        ptr: w.ptr,
+                        rs: w.cs,
+                        cs: w.rs,
+                    };
+                    // SAFETY: the destination view addresses c_in rows of n_ext columns at the
+                    // tap's offset inside `phases` (the elements the forward's tap view reads);
+                    // the sources are `weight` and `dy_ext` ([c_out, n_ext]).
+                    unsafe {
+                        product(
+                            [g.c_in, n_ext, g.c_out],
+                            phases[g.tap_offset(i, j)..].as_mut_ptr(),
+                            [(hq * wq) as isize, 1],
+                            true,
+                            w_t,
+                            dy_view,
+                            inner,
+                        )
+                    }
+                }
+                let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
+                g.for_each_input(|to, from| dx_b[to] = phases[from]);
+            }
+            if let Some(dw) = dw.as_mut() {
+                g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+                for &(i, j) in &taps {
+                    let p_t = View {
+                        ptr: phases[g.tap_offset(i, j)..].as_ptr(),
+                        rs: 1,
+                        cs: (hq * wq) as isize,
+                    };
+                    // SAFETY: `dw`'s tap view is [c_out, c_in] with strides (c_in·taps, taps)
+                    // from the tap's element; `p_t` reads the forward's tap elements transposed.
+                    unsafe {
+                        product(
+                            [g.c_out, g.c_in, n_ext],
+                            dw[i * g.kernel[1] + j..].as_mut_ptr(),
+                            [(g.c_in * taps_n) as isize, taps_n as isize],
+                            true,
+                            dy_view,
+                            p_t,
+                            inner,
+                        )
+                    }
+                }
+            }
+        }
+        dw
+    };
+    let parts: Vec<Option<Vec<T>>> = groups
+        .into_par_iter()
+        .zip(dx_slices)
+        .map(run_group)
+        .collect();
+    let dw = want_dw.then(|| sum_parts(parts, w_len));
+    (dx, dw)
+}
+
+/// `acc[k] += a · x[k]`.
+fn axpy<T: Real>(acc: &mut [T], a: T, x: &[T]) {
+    for (y, &v) in acc.iter_mut().zip(x) {
+        *y += a * v;
+    }
+}
+
+/// `Σ a[k]·b[k]`.
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut s = T::default();
+    for (&u, &v) in a.iter().zip(b) {
+        s += u * v;
+    }
+    s
+}
+
+/// [`forward`] for a depthwise convolution: per channel, one scaled shifted row per tap.
+fn depthwise_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T> {
+    let [_, _, out_len] = g.lens();
+    let [h_out, w_out] = g.size_out();
+    let [hq, wq] = g.phase_size();
+    let (n_ext, taps) = (g.n_ext(), g.kernel[0] * g.kernel[1]);
+    let (x_img, out_img) = (
+        g.c_in * g.size_in[0] * g.size_in[1],
+        g.c_out * h_out * w_out,
+    );
+    let mut out = vec![T::default(); out_len];
+    let (groups, _) = plan(g.batch);
+    let slices = split_groups(&mut out, &groups, out_img);
+    let run_group = |(range, out_g): (core::ops::Range<usize>, &mut [T])| {
+        let mut phases = vec![T::default(); g.phase_image_len()];
+        let mut ext = vec![T::default(); n_ext];
+        for (b, out_b) in range.zip(out_g.chunks_mut(out_img.max(1))) {
+            g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+            for c in 0..g.c_in {
+                ext.fill(T::default());
+                for i in 0..g.kernel[0] {
+                    for j in 0..g.kernel[1] {
+                        let at = g.tap_offset(i, j) + c * hq * wq;
+                        axpy(
+                            &mut ext,
+                            weight[c * taps + i * g.kernel[1] + j],
+                            &phases[at..at + n_ext],
+                        );
+                    }
+                }
+                for y in 0..h_out {
+                    let at = (c * h_out + y) * w_out;
+                    out_b[at..at + w_out].copy_from_slice(&ext[y * wq..y * wq + w_out]);
+                }
+            }
+        }
+    };
+    groups.into_par_iter().zip(slices).for_each(run_group);
+    out
+}
+
+/// [`backward`] for a depthwise convolution.
+fn depthwise_backward<T: Real>(
+    g: &ConvGeometry,
+    x: &[T],
+    weight: &[T],
+    dy: &[T],
+    [want_dx, want_dw]: [bool; 2],
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let [x_len, w_len, out_len] = g.lens();
+    let [hq, wq] = g.phase_size();
+    let (n_ext, taps) = (g.n_ext(), g.kernel[0] * g.kernel[1]);
+    let (x_img, dy_img) = (x_len / g.batch.max(1), out_len / g.batch.max(1));
+    let (groups, _) = plan(g.batch);
+    let mut dx = want_dx.then(|| vec![T::default(); x_len]);
+    let dx_slices: Vec<Option<&mut [T]>> = match dx.as_mut() {
+        Some(dx) => split_groups(dx, &groups, x_img)
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => groups.iter().map(|_| None).collect(),
+    };
+    let run_group = |(range, mut dx_g): (core::ops::Range<usize>, Option<&mut [T]>)| {
+        let mut phases = vec![T::default(); g.phase_image_len()];
+        let mut d_phases = vec![T::default(); if want_dx { g.phase_image_len() } else { 0 }];
+        let mut dw = want_dw.then(|| vec![T::default(); w_len]);
+        for (n, b) in range.enumerate() {
+            let dy_ext = extend(g, &dy[b * dy_img..(b + 1) * dy_img]);
+            if want_dw {
+                g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+            }
+            d_phases.fill(T::default());
+            for c in 0..g.c_in {
+                let dy_c = &dy_ext[c * n_ext..(c + 1) * n_ext];
+                for i in 0..g.kernel[0] {
+                    for j in 0..g.kernel[1] {
+                        let at = g.tap_offset(i, j) + c * hq * wq;
+                        let k = c * taps + i * g.kernel[1] + j;
+                        if want_dx {
+                            axpy(&mut d_phases[at..at + n_ext], weight[k], dy_c);
+                        }
+                        if let Some(dw) = dw.as_mut() {
+                            dw[k] += dot(dy_c, &phases[at..at + n_ext]);
+                        }
+                    }
+                }
+            }
+            if let Some(dx_g) = dx_g.as_deref_mut() {
+                let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
+                g.for_each_input(|to, from| dx_b[to] = d_phases[from]);
+            }
+        }
+        dw
+    };
+    let parts: Vec<Option<Vec<T>>> = groups
+        .into_par_iter()
+        .zip(dx_slices)
+        .map(run_group)
+        .collect();
+    let dw = want_dw.then(|| sum_parts(parts, w_len));
+    (dx, dw)
+}
+
+/// The per-group weight gradients summed in group order.
+fn sum_parts<T: Real>(parts: Vec<Option<Vec<T>>>, len: usize) -> Vec<T> {
+    let mut parts = parts.into_iter().flatten();
+    let mut sum = parts.next().unwrap_or_else(|| vec![T::default(); len]);
+    for part in parts {
+        for (s, v) in sum.iter_mut().zip(part) {
+            *s += v;
+        }
+    }
+    sum
+}

@@ -1,0 +1,213 @@
+//! The backbones' convolution seam (`weakalign::backbone::conv`): outputs and gradients against
+//! burn's convolution, gradients against central finite differences (f64), and `Conv2d` modules
+//! (explicit and TF "SAME" padding, strides) through `conv` against `Conv2d::forward`.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Tensor, TensorData};
+use proptest::prelude::*;
+use weakalign::backbone::conv::{conv2d, forward as conv};
+
+use crate::common::{assert_close, cases, f32_device, f64_device, gradcheck, tensor, values};
+
+/// A convolution problem: shapes, options and values.
+#[derive(Clone, Debug)]
+struct Case {
+    x: Vec<f64>,
+    x_shape: [usize; 4],
+    w: Vec<f64>,
+    w_shape: [usize; 4],
+    bias: Vec<f64>,
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+    groups: usize,
+}
+
+impl Case {
+    fn options(&self) -> ConvOptions<2> {
+        ConvOptions::new_with_padding(self.stride, self.padding, [1, 1], self.groups)
+    }
+}
+
+/// Random problems the kernel fits: 1–3 images, 1–4 channels in and out, dense or depthwise,
+/// kernels 1–3 (and 7×7, ResNet's stem), strides 1–2, padding 0–2 per side (asymmetric
+/// included).
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (1..=3usize, 1..=4usize, 1..=4usize, any::<bool>()),
+        prop_oneof![
+            Just([1usize, 1]),
+            Just([3, 3]),
+            Just([2, 3]),
+            Just([7, 7]),
+            Just([5, 5])
+        ],
+        prop_oneof![Just([1usize, 1]), Just([2, 2]), Just([1, 2])],
+        [(0..=2usize, 0..=2usize), (0..=2usize, 0..=2usize)],
+        [0..=5usize, 0..=5usize],
+    )
+        .prop_flat_map(
+            |((batch, c_in, c_out, depthwise), kernel, stride, padding, extra)| {
+                let size = [0, 1].map(|a| {
+                    (kernel[a] + extra[a])
+                        .saturating_sub(padding[a].0 + padding[a].1)
+                        .max(1)
+                });
+                let depthwise = depthwise && c_in > 1;
+                let (c_out, c_in_w, groups) = if depthwise {
+                    (c_in, 1, c_in)
+                } else {
+                    (c_out, c_in, 1)
+                };
+                let x_shape = [batch, c_in, size[0], size[1]];
+                let w_shape = [c_out, c_in_w, kernel[0], kernel[1]];
+                let n = |s: [usize; 4]| s.iter().product::<usize>();
+                (
+                    prop::collection::vec(-1.0..1.0f64, n(x_shape)),
+                    prop::collection::vec(-1.0..1.0f64, n(w_shape)),
+                    prop::collection::vec(-1.0..1.0f64, c_out),
+                )
+                    .prop_map(move |(x, w, bias)| Case {
+                        x,
+                        x_shape,
+                        w,
+                        w_shape,
+                        bias,
+                        stride,
+                        padding,
+                        groups,
+                    })
+            },
+        )
+        .prop_filter("the kernel fits the padded input", |c| {
+            (0..2).all(|a| c.x_shape[2 + a] + c.padding[a].0 + c.padding[a].1 >= c.w_shape[2 + a])
+        })
+}
+
+/// Output and the gradients of `Σ r ⊙ y` w.r.t. input, weight and bias (f64, autodiff).
+fn run(
+    c: &Case,
+    f: impl Fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>,
+) -> [Vec<f64>; 4] {
+    let opts = f64_device();
+    let x = tensor(&c.x, c.x_shape, opts.clone()).require_grad();
+    let w = tensor(&c.w, c.w_shape, opts.clone()).require_grad();
+    let b = tensor(&c.bias, [c.bias.len()], opts.clone()).require_grad();
+    let y = f(x.clone(), w.clone(), Some(b.clone()), c.options());
+    let r = Tensor::<4>::from_data(
+        TensorData::new(
+            (0..y.dims().iter().product::<usize>())
+                .map(|i| ((i * 7919) % 13) as f64 / 6.0 - 1.0)
+                .collect(),
+            y.dims(),
+        ),
+        (&opts.0, opts.1),
+    );
+    let grads = (y.clone() * r).sum().backward();
+    [
+        values(y),
+        values(x.grad(&grads).unwrap()),
+        values(w.grad(&grads).unwrap()),
+        values(b.grad(&grads).unwrap()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(24))]
+
+    #[test]
+    fn shift_conv_matches_burn_output_and_gradients(c in case()) {
+        let ours = run(&c, conv2d);
+        let burn = run(&c, burn::tensor::module::conv2d);
+        for (what, (a, b)) in ["output", "dx", "dweight", "dbias"].iter().zip(ours.iter().zip(&burn)) {
+            assert_close(what, a, b, 1e-10, 1e-10);
+        }
+    }
+
+    #[test]
+    fn grad_shift_conv_wrt_input(c in case()) {
+        let (w, options) = (tensor(&c.w, c.w_shape, f64_device()), c.options());
+        gradcheck("conv/x", &c.x, c.x_shape, |x| conv2d(x, w.clone(), None, options.clone()));
+    }
+
+    #[test]
+    fn grad_shift_conv_wrt_weight(c in case()) {
+        let (x, options) = (tensor(&c.x, c.x_shape, f64_device()), c.options());
+        gradcheck("conv/w", &c.w, c.w_shape, |w| conv2d(x.clone(), w, None, options.clone()));
+    }
+}
+
+/// The modules the backbones use, in f32 on the inference device: VGG's 3×3 (padding 1),
+/// ResNet's 7×7 stride-2 stem and 1×1 stride-2 downsample, EfficientNet's "SAME" stride-2 stem
+/// (asymmetric padding), pointwise and depthwise convolutions; a grouped (not depthwise)
+/// convolution takes burn's path.
+#[test]
+fn shift_conv_modules_match_conv2d_forward() {
+    let device = f32_device().0;
+    let configs = [
+        Conv2dConfig::new([3, 8], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+        Conv2dConfig::new([3, 8], [7, 7])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
+            .with_bias(false),
+        Conv2dConfig::new([3, 8], [1, 1])
+            .with_stride([2, 2])
+            .with_bias(false),
+        Conv2dConfig::new([3, 8], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Same)
+            .with_bias(false),
+        Conv2dConfig::new([3, 8], [1, 1]).with_padding(PaddingConfig2d::Same),
+        Conv2dConfig::new([3, 3], [5, 5])
+            .with_groups(3)
+            .with_padding(PaddingConfig2d::Same),
+        Conv2dConfig::new([3, 3], [3, 3])
+            .with_stride([2, 2])
+            .with_groups(3)
+            .with_padding(PaddingConfig2d::Same)
+            .with_bias(false),
+        Conv2dConfig::new([4, 6], [3, 3]).with_groups(2),
+    ];
+    for (i, config) in configs.iter().enumerate() {
+        let c_in = config.channels[0];
+        let x = tensor(
+            &crate::common::wave(2 * c_in * 17 * 16, 0.3),
+            [2, c_in, 17, 16],
+            f32_device(),
+        );
+        let module = config.init(&device);
+        let want = values(module.forward(x.clone()));
+        let got = values(conv(&module, x.clone()));
+        assert_close(&format!("module {i}"), &got, &want, 1e-5, 1e-5);
+    }
+}
+
+/// Same inputs, same bits: the images are shared out to threads in fixed groups and the weight
+/// gradient is summed in group order.
+#[test]
+fn shift_conv_is_deterministic() {
+    let opts = f64_device();
+    let x = tensor(
+        &crate::common::wave(4 * 3 * 9 * 9, 0.1),
+        [4, 3, 9, 9],
+        opts.clone(),
+    );
+    let w0 = tensor(
+        &crate::common::wave(5 * 3 * 3 * 3, 0.2),
+        [5, 3, 3, 3],
+        opts.clone(),
+    );
+    let run = || {
+        let w = w0.clone().require_grad();
+        let y = conv2d(
+            x.clone(),
+            w.clone(),
+            None,
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        );
+        let grads = (y.clone() * y.clone()).sum().backward();
+        (values(y), values(w.grad(&grads).unwrap()))
+    };
+    assert_eq!(run(), run());
+}
