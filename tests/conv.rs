@@ -211,3 +211,51 @@ fn shift_conv_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+/// Batch normalization with running statistics as one affine map equals burn's `BatchNorm`,
+/// forward and (on the training device, frozen) the gradients to the input, γ and β.
+#[test]
+fn folded_batch_norm_matches_burn() {
+    use burn::module::{Module, Param, RunningState};
+    use burn::nn::BatchNormConfig;
+    use weakalign::backbone::norm;
+
+    let opts = f64_device();
+    let vector = |seed: f64, offset: f64| {
+        let v: Vec<f64> = crate::common::wave(4, seed)
+            .iter()
+            .map(|v| v + offset)
+            .collect();
+        tensor(&v, [4], opts.clone())
+    };
+    let mut bn = BatchNormConfig::new(4).with_epsilon(1e-3).init(&opts.0);
+    bn.gamma = Param::from_tensor(vector(0.1, 1.0));
+    bn.beta = Param::from_tensor(vector(0.2, 0.0));
+    bn.running_mean = RunningState::new(vector(0.3, 0.0));
+    bn.running_var = RunningState::new(vector(0.4, 1.5));
+    let bn = bn.freeze().set_require_grad(true); // as `Backbone::configure(Frozen, All)`
+    assert!(
+        !bn.training.is_enabled(),
+        "the folded path is the one under test"
+    );
+    let x0 = crate::common::wave(2 * 4 * 5 * 3, 0.5);
+    let run = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+        let x = tensor(&x0, [2, 4, 5, 3], opts.clone()).require_grad();
+        let y = f(x.clone());
+        let grads = (y.clone() * y.clone()).sum().backward();
+        [
+            values(y),
+            values(x.grad(&grads).unwrap()),
+            values(bn.gamma.val().grad(&grads).unwrap()),
+            values(bn.beta.val().grad(&grads).unwrap()),
+        ]
+    };
+    let ours = run(&|x| norm::forward(&bn, x));
+    let burn = run(&|x| bn.forward(x));
+    for (what, (a, b)) in ["output", "dx", "dgamma", "dbeta"]
+        .iter()
+        .zip(ours.iter().zip(&burn))
+    {
+        assert_close(what, a, b, 1e-12, 1e-12);
+    }
+}

@@ -7,7 +7,7 @@ BENCH_RUNS runs (default 5) after one warm-up, batch 8 × 3 × 240 × 240, rando
 Needs WEAKALIGN_REF = a checkout of github.com/ignacio-rocco/weakalign (not part of this project;
 nothing of it is copied here), torch, torchvision, numpy and scipy. Their code asks torchvision
 for ImageNet weights (`pretrained=True`); no download works here and timing does not depend on
-the weights, so the constructors are called without weights. Their backbones are VGG-16 and
+the weights, so the constructors are called without weights; see also the one adaptation in main(). Their backbones are VGG-16 and
 ResNet-101 (no EfficientNet). Writes BENCH_OUT (default target/bench/authors.json).
 """
 import json
@@ -49,8 +49,15 @@ def main():
     torchvision.models.vgg16 = without_weights(torchvision.models.vgg16)
     torchvision.models.resnet101 = without_weights(torchvision.models.resnet101)
     sys.path.insert(0, REF)
-    from model.cnn_geometric_model import TwoStageCNNGeometric  # noqa: E402
+    import model.cnn_geometric_model as ref  # noqa: E402
     from model.loss import TwoStageWeakInlierCount, WeakInlierCount  # noqa: E402
+
+    # Their FeatureRegression `view`s the conv output; on PyTorch >= 2 the convolution of their
+    # transposed correlation comes back channels-last and `view` fails. A contiguous copy of the
+    # correlation ([8, 225, 15, 15], negligible time) is the one adaptation.
+    correlation = ref.FeatureCorrelation.forward
+    ref.FeatureCorrelation.forward = lambda self, a, b: correlation(self, a, b).contiguous()
+    TwoStageCNNGeometric = ref.TwoStageCNNGeometric
 
     torch.manual_seed(0)
     results = []

@@ -32,6 +32,28 @@ def rows(ours, torch):
     return out
 
 
+def authors(ours):
+    """Ours against the authors' model (target/bench/authors.json, when `make bench` ran it)."""
+    path = "target/bench/authors.json"
+    if not os.path.exists(path):
+        return []
+    ref = json.load(open(path))
+    theirs = {r["backbone"]: r for r in ref["results"]}
+    out = ["## Against the authors' model", "",
+           f"tools/bench_authors.py: {ref['framework']}, their TwoStageCNNGeometric and weak loss "
+           "(train_weak.py's defaults), same batch, sizes and threads, in the same `make bench` run.",
+           "", "| backbone | forward ours | forward authors | ratio | train step ours | "
+           "train step authors | ratio |", "|---|---|---|---|---|---|---|"]
+    for r in ours["results"]:
+        t = theirs.get(r["backbone"])
+        if t:
+            out.append(
+                f"| {r['backbone']} | {r['forward_s']:.2f} | {t['forward_s']:.2f} | "
+                f"{r['forward_s'] / t['forward_s']:.2f} | {r['train_step_s']:.2f} | "
+                f"{t['train_step_s']:.2f} | {r['train_step_s'] / t['train_step_s']:.2f} |")
+    return out + [""]
+
+
 def memory(ours, theirs):
     """Peak resident memory per backbone (each process resets its mark before a backbone)."""
     out = ["## Peak memory", "",
@@ -119,7 +141,8 @@ def main():
     lines = [
         "# Benchmarks",
         "",
-        "Produced by `make bench` (benches/models.rs, tools/bench_pytorch.py, tools/bench_table.py).",
+        "Produced by `make bench` (benches/models.rs, tools/bench_pytorch.py, tools/bench_authors.py, "
+        "tools/bench_table.py); measured on an otherwise idle machine.",
         f"Two-stage model (affine → TPS), batch {ours['batch']} × 3 × {ours['size']} × {ours['size']}, "
         f"random weights; medians of {ours['runs']} runs after one warm-up, seconds.",
         "Training step = forward, WeakAlign loss (−(s_aff + s_aff∘tps), λ = 0.2), backward, Adam; "
@@ -127,7 +150,7 @@ def main():
         "",
         f"Machine: {cpu()}, {os.cpu_count()} cores; threads: ours {ours['threads']} "
         f"(RAYON_NUM_THREADS), PyTorch {torch['threads']}. Code: {rev}. {ours['framework']} vs "
-        f"{torch['framework']}.",
+        f"{torch['framework']} (our PyTorch replica of the architecture, tools/make_model_fixtures.py).",
         "",
         "| backbone | forward ours | forward PyTorch | ratio | train step ours | train step PyTorch | ratio |",
         "|---|---|---|---|---|---|---|",
@@ -141,6 +164,7 @@ def main():
             f"{r['forward_s'] / t['forward_s']:.2f} | {r['train_step_s']:.2f} | "
             f"{t['train_step_s']:.2f} | {r['train_step_s'] / t['train_step_s']:.2f} |")
     lines += ["", "Ratio = ours / PyTorch (below 1 means we are faster).", ""]
+    lines += authors(ours)
     lines += memory(ours, theirs) + profile(ours, theirs)
     if ours.get("loaders"):
         lines += ["## Data loading", "",

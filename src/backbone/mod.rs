@@ -13,6 +13,7 @@
 
 pub mod conv;
 pub mod efficientnet;
+pub mod norm;
 pub mod resnet;
 pub mod vgg16;
 
