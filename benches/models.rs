@@ -16,6 +16,7 @@ const BATCH: usize = 8;
 const SIZE: usize = 240;
 
 fn main() {
+    weakalign::memory::keep_freed_memory();
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())

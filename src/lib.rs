@@ -47,6 +47,7 @@ pub mod experiment;
 pub mod fsutil;
 pub mod geometry;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod parity;
 pub mod regression;

@@ -4,6 +4,7 @@
 use clap::Parser;
 
 fn main() {
+    weakalign::memory::keep_freed_memory();
     weakalign::device::pin_default_to_cpu();
     let cli = weakalign::cli::Cli::parse();
     let code = match weakalign::cli::run(cli) {

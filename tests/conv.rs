@@ -259,3 +259,36 @@ fn folded_batch_norm_matches_burn() {
         assert_close(what, a, b, 1e-12, 1e-12);
     }
 }
+
+/// Larger images (several thousand pixels per plane, three images shared out to the threads in
+/// uneven groups): same results as burn's convolution, dense and depthwise.
+#[test]
+fn shift_conv_large_planes_match_burn() {
+    for (x_shape, kernel, stride, padding, groups) in [
+        ([3, 2, 70, 66], 3, 1, 1, 1),
+        ([3, 2, 70, 66], 1, 1, 0, 1),
+        ([2, 3, 140, 70], 3, 2, 1, 1),
+        ([3, 2, 70, 66], 3, 1, 1, 2),
+    ] {
+        let c_out = if groups == 1 { 3 } else { 2 };
+        let w_shape = [c_out, x_shape[1] / groups, kernel, kernel];
+        let n = |s: [usize; 4]| s.iter().product::<usize>();
+        let c = Case {
+            x: crate::common::wave(n(x_shape), 0.7),
+            x_shape,
+            w: crate::common::wave(n(w_shape), 0.9),
+            w_shape,
+            bias: vec![0.1; c_out],
+            stride: [stride; 2],
+            padding: [(padding, padding); 2],
+            groups,
+        };
+        let (ours, burn) = (run(&c, conv2d), run(&c, burn::tensor::module::conv2d));
+        for (what, (a, b)) in ["output", "dx", "dweight", "dbias"]
+            .iter()
+            .zip(ours.iter().zip(&burn))
+        {
+            assert_close(&format!("{what} {x_shape:?}"), a, b, 1e-9, 1e-9);
+        }
+    }
+}

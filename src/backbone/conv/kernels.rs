@@ -119,8 +119,10 @@ impl ConvGeometry {
         ]
     }
 
-    /// Visits every input pixel of one image with its index in the phase-split padded image.
-    fn for_each_input(&self, mut f: impl FnMut(usize, usize)) {
+    /// Visits the pixels of one image in runs `(from, step, to, len)`: input elements
+    /// `from + k·step` sit at `to + k` in the phase-split padded image, `k < len`. One run per
+    /// input row and column phase (one per row at stride 1).
+    fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
         let [h, w] = self.size_in;
         let [hq, wq] = self.phase_size();
         let [sh, sw] = self.stride;
@@ -128,11 +130,17 @@ impl ConvGeometry {
         for c in 0..self.c_in {
             for r in 0..h {
                 let (pr, row_in_phase) = ((r + top) % sh, (r + top) / sh);
-                for col in 0..w {
-                    let (pc, col_in_phase) = ((col + left) % sw, (col + left) / sw);
+                for pc in 0..sw {
+                    // The input columns whose padded column falls in phase column `pc`.
+                    let col0 = (pc + sw - left % sw) % sw;
+                    if col0 >= w {
+                        continue;
+                    }
+                    let len = (w - col0).div_ceil(sw);
                     let phase = pr * sw + pc;
-                    let at = ((phase * self.c_in + c) * hq + row_in_phase) * wq + col_in_phase;
-                    f((c * h + r) * w + col, at);
+                    let to =
+                        ((phase * self.c_in + c) * hq + row_in_phase) * wq + (col0 + left) / sw;
+                    f((c * h + r) * w + col0, sw, to, len);
                 }
             }
         }
@@ -141,7 +149,29 @@ impl ConvGeometry {
     /// Writes one image (`[c_in, h, w]`) into `phases` (zeroed first).
     fn split_phases<T: Real>(&self, image: &[T], phases: &mut [T]) {
         phases.fill(T::default());
-        self.for_each_input(|from, to| phases[to] = image[from]);
+        self.for_each_run(|from, step, to, len| {
+            if step == 1 {
+                phases[to..to + len].copy_from_slice(&image[from..from + len]);
+            } else {
+                for (k, v) in phases[to..to + len].iter_mut().enumerate() {
+                    *v = image[from + k * step];
+                }
+            }
+        });
+    }
+
+    /// Reads one image's gradient (`[c_in, h, w]`) out of its phase-split padded gradient
+    /// (the padding's share is dropped).
+    fn merge_phases<T: Real>(&self, phases: &[T], image: &mut [T]) {
+        self.for_each_run(|from, step, to, len| {
+            if step == 1 {
+                image[from..from + len].copy_from_slice(&phases[to..to + len]);
+            } else {
+                for (k, &v) in phases[to..to + len].iter().enumerate() {
+                    image[from + k * step] = v;
+                }
+            }
+        });
     }
 }
 
@@ -393,7 +423,7 @@ pub fn backward<T: Real>(
                     }
                 }
                 let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
-                g.for_each_input(|to, from| dx_b[to] = phases[from]);
+                g.merge_phases(&phases, dx_b);
             }
             if let Some(dw) = dw.as_mut() {
                 g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
@@ -535,7 +565,7 @@ fn depthwise_backward<T: Real>(
             }
             if let Some(dx_g) = dx_g.as_deref_mut() {
                 let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
-                g.for_each_input(|to, from| dx_b[to] = d_phases[from]);
+                g.merge_phases(&d_phases, dx_b);
             }
         }
         dw
