@@ -124,7 +124,7 @@ pub mod exit_code {
     pub const LOCKED: i32 = 4;
     /// [`super::Error::ResumeConflict`]: pass `--resume` or `--allow-config-change`.
     pub const RESUME_CONFLICT: i32 = 5;
-    /// The run was interrupted (Ctrl-C) after writing a checkpoint.
+    /// The run was interrupted (SIGINT, SIGTERM or SIGHUP) after writing a checkpoint.
     pub const INTERRUPTED: i32 = 130;
 }
 

@@ -90,6 +90,10 @@ fn bad_config_corpus_names_file_line_and_key() {
         ("syntax.toml", ":1", ""),
         ("bad_trainable.toml", "", "weak.backbone_trainable"),
         ("bad_sweep.toml", "", "sweep.seed"),
+        ("bad_name_traversal.toml", "", "key `name`"),
+        ("bad_name_absolute.toml", "", "key `name`"),
+        ("nan_tps_range.toml", "", "strong.tps_range"),
+        ("empty_sweep.toml", "", "sweep.seed"),
     ];
     for (file, line, key) in cases {
         let path = corpus.join(file);
@@ -327,7 +331,15 @@ fn tensorboard_reads_our_event_files() {
 }
 
 #[test]
-fn ctrl_c_writes_a_checkpoint_and_marks_the_run_interrupted() {
+fn sigint_sigterm_and_sighup_write_a_checkpoint_and_mark_the_run_interrupted() {
+    for signal in ["INT", "TERM", "HUP"] {
+        interrupted_by(signal);
+    }
+}
+
+/// Starts a run, sends `signal` once training is under way, and checks the run stopped with a
+/// checkpoint at its current step, INTERRUPTED, exit 130.
+fn interrupted_by(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(binary())
         .arg("exp")
@@ -347,7 +359,7 @@ fn ctrl_c_writes_a_checkpoint_and_marks_the_run_interrupted() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until training is under way (a status with step ≥ 2), then press Ctrl-C.
+    // Wait until training is under way (a status with step ≥ 2), then send the signal.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let step = std::fs::read_dir(dir.path().join("runs/smoke"))
@@ -367,15 +379,15 @@ fn ctrl_c_writes_a_checkpoint_and_marks_the_run_interrupted() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(130), "SIG{signal}");
     let run = run_dir(dir.path());
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
-    assert_eq!(s["status"], "INTERRUPTED");
+    assert_eq!(s["status"], "INTERRUPTED", "SIG{signal}");
     let step = s["step"].as_u64().unwrap();
     let (ckpt, state) =
         weakalign::experiment::checkpoint::latest_valid(&checkpoint_root(dir.path()), |_| {})
@@ -672,4 +684,165 @@ fn the_parity_harness_runs_every_operation() {
         assert_eq!(r["forward"], 0.0, "{r}");
         assert_eq!(r["gradient"], 0.0, "{r}");
     }
+}
+
+#[test]
+fn unsafe_experiment_names_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root_dir = dir.path().join("root");
+    std::fs::create_dir(&root_dir).unwrap();
+    for file in [
+        "bad_name_traversal.toml",
+        "bad_name_absolute.toml",
+        "nan_tps_range.toml",
+    ] {
+        let out = Command::new(binary())
+            .arg("exp")
+            .arg(root().join("tests/bad_configs").join(file))
+            .arg("--root")
+            .arg(&root_dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", text(&out));
+        assert_eq!(
+            std::fs::read_dir(&root_dir).unwrap().count(),
+            0,
+            "{file}: nothing may be written under --root"
+        );
+    }
+    assert!(!dir.path().join("escaped").exists());
+    assert!(!std::path::Path::new("/tmp/weakalign-escaped").exists());
+}
+
+#[test]
+fn resume_with_a_mistyped_run_path_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("runs/smoke/0123456789abcdef");
+    let out = exp(dir.path(), &["--resume", typo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("no run here"), "{}", text(&out));
+    assert!(!typo.exists() && !dir.path().join("runs").exists());
+    assert!(!dir.path().join("checkpoints").exists());
+}
+
+#[test]
+fn resume_is_refused_when_every_checkpoint_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = exp(dir.path(), &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let ckpts = checkpoint_root(dir.path());
+    for c in std::fs::read_dir(&ckpts).unwrap().flatten() {
+        let model = c.path().join("model.bpk");
+        if model.exists() {
+            std::fs::write(&model, b"truncated").unwrap();
+        }
+    }
+    let run = run_dir(dir.path());
+    let metrics = std::fs::read(run.join("metrics.jsonl")).unwrap();
+    let out = exp(dir.path(), &["--resume", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("none valid"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(run.join("metrics.jsonl")).unwrap(),
+        metrics,
+        "nothing rewritten"
+    );
+}
+
+#[test]
+fn a_damaged_status_file_is_reported_not_retrained() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = exp(dir.path(), &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let run = run_dir(dir.path());
+    std::fs::write(run.join("status.json"), b"{\"status\": \"COMPL").unwrap();
+    let metrics = std::fs::read(run.join("metrics.jsonl")).unwrap();
+    let out = exp(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains("status.json") && text(&out).contains("--resume"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read(run.join("metrics.jsonl")).unwrap(),
+        metrics,
+        "nothing rewritten"
+    );
+}
+
+#[test]
+fn out_of_range_cli_values_are_usage_errors_naming_the_flag() {
+    for (args, flag) in [
+        (&["eval", "--alpha", "0"][..], "--alpha"),
+        (&["eval", "--alpha=-1", "--dataset=embedded"][..], "--alpha"),
+        (&["eval", "--alpha", "NaN"][..], "--alpha"),
+        (&["eval", "--tps-lambda", "inf"][..], "--tps-lambda"),
+        (
+            &["align", "--tps-lambda=-0.5", "a.png", "b.png"][..],
+            "--tps-lambda",
+        ),
+    ] {
+        let out = Command::new(binary()).args(args).output().unwrap();
+        let msg = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {msg}");
+        assert!(
+            msg.contains(flag) && !msg.contains("panicked"),
+            "{args:?}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn unfinished_checkpoint_writes_are_removed_when_the_run_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = exp(dir.path(), &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let ckpts = checkpoint_root(dir.path());
+    let leftover = ckpts.join(".tmp-step-00000003-999999");
+    std::fs::create_dir(&leftover).unwrap();
+    std::fs::write(leftover.join("model.bpk"), vec![0u8; 1 << 16]).unwrap();
+    let run = run_dir(dir.path());
+    let again = exp(dir.path(), &["--resume", run.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(!leftover.exists(), "{}", text(&again));
+    assert!(
+        text(&again).contains("removed 1 unfinished checkpoint write"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn a_checkpoints_configuration_is_covered_by_its_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = exp(dir.path(), &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let newest = weakalign::experiment::checkpoint::list(&checkpoint_root(dir.path()))
+        .into_iter()
+        .next()
+        .unwrap();
+    let manifest = std::fs::read_to_string(newest.join("manifest.json")).unwrap();
+    assert!(manifest.contains("config.toml"), "{manifest}");
+    let config = newest.join("config.toml");
+    let text0 = std::fs::read_to_string(&config).unwrap();
+    assert!(text0.contains("normalize_matches = true"), "{text0}");
+    std::fs::write(
+        &config,
+        text0.replace("normalize_matches = true", "normalize_matches = false"),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["eval", "--dataset", "embedded", "--checkpoint"])
+        .arg(&newest)
+        .arg("--out")
+        .arg(dir.path().join("eval"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("config.toml does not match its checksum"),
+        "{}",
+        text(&out)
+    );
 }

@@ -29,7 +29,7 @@ pub struct AlignArgs {
     #[arg(long)]
     pub points: Option<PathBuf>,
     /// TPS λ of the warp.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::tps_lambda)]
     pub tps_lambda: f64,
     /// Where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a `make build-cuda` binary).
     #[arg(long, default_value = "cpu", value_parser = super::choice::<DeviceChoice>)]

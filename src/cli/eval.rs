@@ -28,13 +28,13 @@ pub struct EvalArgs {
     #[arg(long, default_value = "embedded", value_parser = choice::<Benchmark>)]
     pub dataset: Benchmark,
     /// PCK threshold α.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = super::pck_alpha)]
     pub alpha: f64,
     /// PF-PASCAL procedure: `scnet` (camera-ready, 224 frame) or `pf` (keypoint bounding box).
     #[arg(long, default_value = "scnet", value_parser = choice::<Procedure>)]
     pub procedure: Procedure,
     /// TPS λ for point transfer (reference eval.py: 0).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::tps_lambda)]
     pub tps_lambda: f64,
     /// `datasets/` folder.
     #[arg(long, default_value = "datasets")]

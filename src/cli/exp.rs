@@ -60,15 +60,16 @@ fn print_cell(cell: &Cell) {
     println!("{}", r.experiment.to_toml());
 }
 
-/// Ctrl-C sets the returned flag (the runner checkpoints and stops); a second one exits.
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP set the returned flag (the runner checkpoints at the
+/// current step, marks the run INTERRUPTED and stops); a second signal exits at once.
 fn interrupt_flag() -> Arc<AtomicBool> {
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(exit_code::INTERRUPTED); // second Ctrl-C: leave now
+            std::process::exit(exit_code::INTERRUPTED); // second signal: leave now
         }
-        eprintln!("\ninterrupt: writing a checkpoint, then stopping (Ctrl-C again to abort)");
+        eprintln!("\ninterrupted: writing a checkpoint, then stopping (a second signal aborts)");
     });
     interrupt
 }

@@ -74,7 +74,43 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    write_files(&tmp)?;
+    let filled = fill(&tmp, state, write_files);
+    if let Err(e) = filled {
+        // A failed write leaves nothing behind (a killed one is cleaned at the next start:
+        // [`remove_unfinished`]).
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if final_dir.exists() {
+        // A checkpoint of this step from an interrupted earlier attempt: replace it.
+        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    // Every file of the checkpoint is covered, the configuration included.
+    let mut manifest = serde_json::Map::new();
+    for f in [MODEL, OPTIMIZER, STATE, CONFIG] {
+        let path = final_dir.join(f);
+        if path.exists() {
+            manifest.insert(f.into(), serde_json::Value::String(sha256(&path)?));
+        }
+    }
+    write_atomic(
+        &final_dir.join(MANIFEST),
+        serde_json::to_string_pretty(&manifest).unwrap().as_bytes(),
+    )?;
+    if let Ok(d) = std::fs::File::open(root) {
+        let _ = d.sync_all();
+    }
+    Ok(final_dir)
+}
+
+/// Fills a fresh temporary checkpoint folder: the caller's files, then the state, all synced.
+fn fill(
+    tmp: &Path,
+    state: &TrainState,
+    write_files: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    write_files(tmp)?;
     write_atomic(
         &tmp.join(STATE),
         serde_json::to_string_pretty(state)
@@ -87,39 +123,44 @@ pub fn save(
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&p, e))?;
     }
-    if final_dir.exists() {
-        // A checkpoint of this step from an interrupted earlier attempt: replace it.
-        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
-    }
-    std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
-    let mut manifest = serde_json::Map::new();
-    for f in [MODEL, OPTIMIZER, STATE] {
-        manifest.insert(
-            f.into(),
-            serde_json::Value::String(sha256(&final_dir.join(f))?),
-        );
-    }
-    write_atomic(
-        &final_dir.join(MANIFEST),
-        serde_json::to_string_pretty(&manifest).unwrap().as_bytes(),
-    )?;
-    if let Ok(d) = std::fs::File::open(root) {
-        let _ = d.sync_all();
-    }
-    Ok(final_dir)
+    Ok(())
 }
 
-/// Checks a checkpoint directory against its manifest; `Err` says why it is invalid.
+/// Removes the temporary folders of checkpoint writes that never finished (a process killed
+/// mid-write); called by the process that holds the run's lock. Returns how many it removed.
+pub fn remove_unfinished(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-step-"))
+        .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+        .count()
+}
+
+/// Checks a checkpoint directory against its manifest; `Err` says why it is invalid. The model,
+/// optimizer and state must be covered; so is every other file the manifest lists (the
+/// configuration, in checkpoints written since the manifest covered it).
 pub fn verify(dir: &Path) -> std::result::Result<TrainState, String> {
     let text = std::fs::read_to_string(dir.join(MANIFEST))
         .map_err(|_| "no manifest (incomplete write)".to_string())?;
     let manifest: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&text).map_err(|e| format!("corrupt manifest: {e}"))?;
     for f in [MODEL, OPTIMIZER, STATE] {
-        let want = manifest
-            .get(f)
-            .and_then(|v| v.as_str())
-            .ok_or(format!("manifest lacks {f}"))?;
+        if !manifest.contains_key(f) {
+            return Err(format!("manifest lacks {f}"));
+        }
+    }
+    for (f, want) in &manifest {
+        if f.contains(['/', '\\']) || f.starts_with('.') {
+            return Err(format!(
+                "manifest names {f:?}, not a file of the checkpoint"
+            ));
+        }
+        let want = want
+            .as_str()
+            .ok_or(format!("manifest entry {f} is not a checksum"))?;
         let got = sha256(&dir.join(f)).map_err(|e| e.to_string())?;
         if got != want {
             return Err(format!(

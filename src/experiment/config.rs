@@ -511,6 +511,14 @@ pub fn expand_sweep(
                 "a sweep axis must be a list of values",
             )
         })?;
+        if list.is_empty() {
+            return Err(config_error(
+                path,
+                None,
+                Some(format!("sweep.{key}")),
+                "an empty sweep axis runs nothing: give at least one value or remove the axis",
+            ));
+        }
         cells = cells
             .into_iter()
             .flat_map(|prefix| {

@@ -51,6 +51,27 @@ fn bad(file: &Path, key: &str, msg: impl Into<String>) -> Error {
 
 /// Checks the numeric ranges of `exp` (`file` names the source in errors).
 fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
+    if !is_plain_name(&exp.name) {
+        return Err(bad(
+            file,
+            "name",
+            format!(
+                "{:?}: must be a plain folder name (letters, digits, `-`, `_`, `.`, not starting \
+                 with `.`): it names the run's folder under `runs/` and `checkpoints/`",
+                exp.name
+            ),
+        ));
+    }
+    for (key, v) in [
+        ("strong.random_t", exp.strong.random_t),
+        ("strong.random_s", exp.strong.random_s),
+        ("strong.random_alpha", exp.strong.random_alpha),
+        ("strong.tps_range", exp.strong.tps_range),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(bad(file, key, format!("{v}: must be finite and ≥ 0")));
+        }
+    }
     let s = exp.model.image_size;
     if !s.is_multiple_of(16) || exp.model.backbone.feature_size(s) < 11 {
         return Err(bad(
@@ -109,6 +130,17 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `name` can be a folder name under a root without leaving it (no separators, no `..`,
+/// not hidden, not empty, at most 100 characters).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Checks `exp` and derives the model and loss configuration (`file` names the source in

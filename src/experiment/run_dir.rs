@@ -19,7 +19,7 @@ pub enum Status {
     Completed,
     /// Stopped by an error (e.g. a non-finite loss).
     Failed,
-    /// Stopped by Ctrl-C after writing a checkpoint.
+    /// Stopped by SIGINT, SIGTERM or SIGHUP after writing a checkpoint.
     Interrupted,
 }
 
@@ -95,6 +95,13 @@ impl RunDir {
             {
                 Ok(mut f) => {
                     write!(f, "{}", std::process::id()).map_err(|e| Error::io(&lock, e))?;
+                    let removed = super::checkpoint::remove_unfinished(&checkpoints);
+                    if removed > 0 {
+                        eprintln!(
+                            "{}: removed {removed} unfinished checkpoint write(s)",
+                            checkpoints.display()
+                        );
+                    }
                     return Ok(Self {
                         path,
                         checkpoints,
@@ -138,9 +145,27 @@ impl RunDir {
         )
     }
 
-    /// Reads `status.json`, if any.
+    /// Reads `status.json`, if any (a damaged one reads as none: see [`RunDir::check_status`]).
     pub fn read_status(dir: &Path) -> Option<StatusFile> {
-        serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).ok()?).ok()
+        RunDir::check_status(dir).ok().flatten()
+    }
+
+    /// Reads `status.json`: `Ok(None)` where there is none, an error naming the file where it
+    /// exists but cannot be read or parsed.
+    pub fn check_status(dir: &Path) -> Result<Option<StatusFile>> {
+        let path = dir.join("status.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Data {
+                file: path,
+                line: Some(e.line()),
+                msg: format!("damaged run status ({e})"),
+            })
     }
 
     /// Writes a text file atomically inside the run directory.

@@ -46,7 +46,7 @@ pub struct RunOptions {
     pub allow_config_change: bool,
     /// Where runs, checkpoints, datasets and pretrained weights live.
     pub roots: Roots,
-    /// Set by Ctrl-C: checkpoint and stop.
+    /// Set by SIGINT, SIGTERM or SIGHUP: checkpoint and stop.
     pub interrupt: Option<Arc<AtomicBool>>,
     /// The sweep values of this run except the seed (e.g. `loss.inlier="hard"`), for `compare`.
     pub cell_label: String,
@@ -178,6 +178,61 @@ fn resume_point(
     Ok(found)
 }
 
+/// Refuses, before anything is written, what would otherwise start over silently: `--resume DIR`
+/// naming no run, a run whose `status.json` is damaged (without `--resume`), and `--resume`
+/// where every checkpoint is damaged. Each message says what was found and what to do. (A run
+/// that never wrote a checkpoint restarts at step 0 and says so: nothing saved is lost.)
+fn check_resume_target(run_path: &Path, ckpt_path: &Path, opts: &RunOptions) -> Result<()> {
+    let refuse = |reason: String| {
+        Err(Error::ResumeConflict {
+            path: run_path.to_path_buf(),
+            reason,
+        })
+    };
+    let status = match RunDir::check_status(run_path) {
+        Ok(status) => status,
+        Err(e) if opts.resuming() => {
+            eprintln!("warning: {e}; resuming from the newest valid checkpoint");
+            None
+        }
+        Err(e) => {
+            return refuse(format!(
+                "{e}: pass --resume to continue from the newest valid checkpoint, or remove the \
+                 folder to start over"
+            ));
+        }
+    };
+    if opts.resume_dir.is_some() && status.is_none() && !run_path.join("status.json").exists() {
+        return refuse(
+            "no run here (no status.json): check the path; runs are `runs/<name>/<hash>`, and \
+             `weakalign runs` lists them"
+                .into(),
+        );
+    }
+    if !opts.resuming() {
+        return Ok(());
+    }
+    let mut damaged = 0;
+    let found = checkpoint::latest_valid(ckpt_path, |_| damaged += 1).is_some();
+    if !found && damaged > 0 {
+        return refuse(format!(
+            "{} holds {damaged} checkpoint(s), none valid (the warnings above say why): restore \
+             one, or remove the run and its checkpoints and start again without --resume",
+            ckpt_path.display()
+        ));
+    }
+    if !found {
+        let at = status.map_or("no run yet".to_string(), |s| {
+            format!("the run reached step {} without a checkpoint", s.step)
+        });
+        eprintln!(
+            "{}: nothing to resume ({at}); starting at step 0",
+            run_path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes the run's resolved and original configuration, git state and environment.
 fn write_provenance(r: &Resolved, run: &RunDir) -> Result<(String, String)> {
     run.write("config.resolved.toml", &r.experiment.to_toml())?;
@@ -199,6 +254,7 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     // The device must work before anything is written.
     let device = r.experiment.device.training()?;
     let (run_path, ckpt_path) = target_paths(r, opts);
+    check_resume_target(&run_path, &ckpt_path, opts)?;
     if let Some(done) = already_completed(&run_path, opts) {
         return Ok(done);
     }

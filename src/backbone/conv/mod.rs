@@ -4,7 +4,7 @@
 //! Why: on burn 0.22's CPU backend (flex) a 3×3 convolution's backward ran 3–4.5× slower than
 //! PyTorch's on the same two cores (input gradient through a transposed convolution, weight
 //! gradient through a convolution whose kernel is the whole output gradient), and the backbone
-//! is most of a training step (issue 11's profile). [`conv`] runs the same convolution as
+//! is most of a training step (issue 11's profile). [`forward`] runs the same convolution as
 //! `Conv2d::forward` — same weights, same padding rules, same output up to float rounding — with
 //! a forward and a backward that are each one matrix product per kernel tap.
 //!
