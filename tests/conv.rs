@@ -292,3 +292,57 @@ fn shift_conv_large_planes_match_burn() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(cases(12))]
+
+    /// Folded batch normalization against central finite differences (f64), in the input, γ and β.
+    #[test]
+    fn grad_folded_batch_norm(
+        x in prop::collection::vec(-2.0..2.0f64, 2 * 3 * 4 * 2),
+        gamma in prop::collection::vec(0.5..1.5f64, 3),
+        beta in prop::collection::vec(-1.0..1.0f64, 3),
+        mean in prop::collection::vec(-1.0..1.0f64, 3),
+        var in prop::collection::vec(0.1..2.0f64, 3),
+    ) {
+        use burn::module::{Module, Param, RunningState};
+        use burn::nn::{BatchNorm, BatchNormConfig};
+        use weakalign::backbone::norm;
+
+        let opts = f64_device();
+        let vector = |v: &[f64]| tensor(v, [3], opts.clone());
+        let make = |gamma: Tensor<1>, beta: Tensor<1>| -> BatchNorm {
+            let mut bn = BatchNormConfig::new(3).with_epsilon(1e-3).init(&opts.0);
+            bn.gamma = Param::from_tensor(gamma);
+            bn.beta = Param::from_tensor(beta);
+            bn.running_mean = RunningState::new(vector(&mean));
+            bn.running_var = RunningState::new(vector(&var));
+            bn.freeze().set_require_grad(true)
+        };
+        let shape = [2, 3, 4, 2];
+        gradcheck("batch norm/x", &x, shape, |x| norm::forward(&make(vector(&gamma), vector(&beta)), x));
+        // γ and β: the parameters' autodiff gradients against central differences of Σ y.
+        let bn = make(vector(&gamma), vector(&beta));
+        let grads = norm::forward(&bn, tensor(&x, shape, opts.clone())).sum().backward();
+        let analytic = [
+            values(bn.gamma.val().grad(&grads).unwrap()),
+            values(bn.beta.val().grad(&grads).unwrap()),
+        ];
+        let total = |g: &[f64], b: &[f64]| {
+            values(norm::forward(&make(vector(g), vector(b)), tensor(&x, shape, opts.clone())).sum())[0]
+        };
+        let h = crate::common::FD_STEP;
+        for (which, analytic) in analytic.iter().enumerate() {
+            let numeric: Vec<f64> = (0..3)
+                .map(|i| {
+                    let (mut gp, mut gm, mut bp, mut bm) =
+                        (gamma.clone(), gamma.clone(), beta.clone(), beta.clone());
+                    if which == 0 { gp[i] += h; gm[i] -= h; } else { bp[i] += h; bm[i] -= h; }
+                    (total(&gp, &bp) - total(&gm, &bm)) / (2.0 * h)
+                })
+                .collect();
+            assert_close(["batch norm/gamma", "batch norm/beta"][which], analytic, &numeric,
+                crate::common::GRAD_ATOL, crate::common::GRAD_RTOL);
+        }
+    }
+}
