@@ -215,6 +215,22 @@ fn split_groups<'a, T>(
         .collect()
 }
 
+/// The groups' slices of `data` where there is one (the input gradient, when asked for), else
+/// one `None` per group.
+fn optional_groups<'a, T>(
+    data: Option<&'a mut [T]>,
+    groups: &[core::ops::Range<usize>],
+    per_image: usize,
+) -> Vec<Option<&'a mut [T]>> {
+    match data {
+        Some(data) => split_groups(data, groups, per_image)
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => groups.iter().map(|_| None).collect(),
+    }
+}
+
 /// A strided matrix view for [`product`]: element `(r, c)` at `ptr + r·rs + c·cs`.
 #[derive(Clone, Copy)]
 struct View<T> {
@@ -380,13 +396,7 @@ pub fn backward<T: Real>(
     let taps_n = taps.len();
     let (groups, inner) = plan(g.batch);
     let mut dx = want_dx.then(|| vec![T::default(); x_len]);
-    let dx_slices: Vec<Option<&mut [T]>> = match dx.as_mut() {
-        Some(dx) => split_groups(dx, &groups, x_img)
-            .into_iter()
-            .map(Some)
-            .collect(),
-        None => groups.iter().map(|_| None).collect(),
-    };
+    let dx_slices = optional_groups(dx.as_deref_mut(), &groups, x_img);
     // One weight gradient per group, summed in group order below (deterministic).
     let run_group = |(range, mut dx_g): (core::ops::Range<usize>, Option<&mut [T]>)| {
         let mut phases = vec![T::default(); g.phase_image_len()];
@@ -531,13 +541,7 @@ fn depthwise_backward<T: Real>(
     let (x_img, dy_img) = (x_len / g.batch.max(1), out_len / g.batch.max(1));
     let (groups, _) = plan(g.batch);
     let mut dx = want_dx.then(|| vec![T::default(); x_len]);
-    let dx_slices: Vec<Option<&mut [T]>> = match dx.as_mut() {
-        Some(dx) => split_groups(dx, &groups, x_img)
-            .into_iter()
-            .map(Some)
-            .collect(),
-        None => groups.iter().map(|_| None).collect(),
-    };
+    let dx_slices = optional_groups(dx.as_deref_mut(), &groups, x_img);
     let run_group = |(range, mut dx_g): (core::ops::Range<usize>, Option<&mut [T]>)| {
         let mut phases = vec![T::default(); g.phase_image_len()];
         let mut d_phases = vec![T::default(); if want_dx { g.phase_image_len() } else { 0 }];
