@@ -94,7 +94,7 @@ pub enum Error {
         loss: f64,
     },
     /// A run directory is held by another live process.
-    #[error("{} is locked {}", path.display(), holder.map_or("(its lock could not be taken)".to_string(), |pid| format!("by running process {pid}")))]
+    #[error("{} is locked {}: wait for it to finish or stop it (it checkpoints on SIGTERM); if no weakalign process is running there (a PID reused after a crash), delete {}", path.display(), holder.map_or("(its lock could not be taken)".to_string(), |pid| format!("by running process {pid}")), path.join("LOCK").display())]
     Locked {
         /// The run directory.
         path: std::path::PathBuf,

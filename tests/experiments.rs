@@ -261,6 +261,13 @@ fn a_locked_run_is_refused() {
         text(&out)
     );
     assert_eq!(out.status.code(), Some(4), "locked run exit code");
+    // The message says what to do when the holder is a reused PID: delete this LOCK file.
+    let lock = run.join("LOCK");
+    assert!(
+        text(&out).contains(&format!("delete {}", lock.display())),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
