@@ -109,16 +109,12 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// A fixed random batch of images, made on the CPU and moved.
+/// A fixed random batch of images (values in `[-2, 2)`), made on the CPU and moved.
 ///
 /// # Shapes
 /// - output: `[batch, 3, size, size]`
 fn images(seed: u64, batch: usize, size: usize, device: &Device) -> Tensor<4> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n = batch * 3 * size * size;
-    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
-    Tensor::from_data(TensorData::new(v, [batch, 3, size, size]), device)
+    random(seed, [batch, 3, size, size], 2.0, device)
 }
 
 /// A model of `kind` initialized on the CPU and moved to `device`.
@@ -131,16 +127,43 @@ fn model(kind: BackboneKind, size: usize, device: &Device) -> Result<TwoStage> {
     config.init_two_stage_seeded(1, device)
 }
 
-/// Random values in `[-1, 1)`, made on the CPU and moved.
-fn random<const D: usize>(seed: u64, shape: [usize; D], device: &Device) -> Tensor<D> {
+/// Random values in `[-range, range)`, made on the CPU and moved.
+///
+/// # Shapes
+/// - output: `shape`
+fn random<const D: usize>(seed: u64, shape: [usize; D], range: f32, device: &Device) -> Tensor<D> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-range..range)).collect();
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
-/// The inputs of every part of the step, on one device.
+/// One weak training step as the benchmark times it: forward, WeakAlign loss (λ = 0.2, default
+/// inlier count), backward, Adam (lr 5e-8), ending with a read-back. Returns the updated model
+/// and the seconds the Adam update alone took.
+///
+/// # Shapes
+/// - `src`, `tgt`: `[batch, 3, S, S]`
+fn weak_step(
+    net: TwoStage,
+    optim: &mut burn::optim::ModuleOptimizer,
+    src: &Tensor<4>,
+    tgt: &Tensor<4>,
+) -> Result<(TwoStage, f64)> {
+    let out = net.forward(src.clone(), tgt.clone())?;
+    let (tps, config) = (Tps::new(0.2)?, InlierConfig::default());
+    let loss = weakalign_loss(&out.theta_aff, &out.theta_tps, &tps, out.corr_aff, &config)?;
+    let grads = GradientsParams::from_grads(loss.loss.backward(), &net);
+    let t = Instant::now();
+    let net = optim.step(5e-8, net, grads);
+    let _ = crate::device::read_f64(net.regression_tps.linear.bias.clone().unwrap().val());
+    Ok((net, t.elapsed().as_secs_f64()))
+}
+
+/// The inputs of every part of the step, on one device: `src` `[batch, 3, S, S]`, `f_src` and
+/// `f_tgt` `[batch, c, h, w]`, `corr` `[batch, h·w, h, w]`, `theta_aff` `[batch, 6]`,
+/// `theta_tps` `[batch, 18]`.
 struct Parts {
     net: TwoStage,
     src: Tensor<4>,
@@ -152,7 +175,8 @@ struct Parts {
 }
 
 impl Parts {
-    /// The same parts without autodiff (the model's `valid()` copy, inputs' inner tensors).
+    /// The same parts without autodiff (the model's `valid()` copy, inputs' inner tensors);
+    /// shapes unchanged.
     fn untracked(&self) -> Parts {
         Parts {
             net: self.net.valid(),
@@ -168,6 +192,9 @@ impl Parts {
 
 /// Median forward of `f` on `untracked` (no autodiff, as inference runs it) and forward +
 /// backward of the sum of its output on `tracked`.
+///
+/// # Shapes
+/// - `f`'s output: any `[d0, …]` (summed to one value for the backward)
 fn time_op<const D: usize>(
     runs: usize,
     [untracked, tracked]: [&Parts; 2],
@@ -200,7 +227,7 @@ pub fn profile_step(
     let [batch, _, size, _] = src.dims();
     let [_, channels, h, w] = net.backbone.forward(src.clone().inner()).dims();
     let (l2, norm) = (net.normalize_features, net.normalize_matches);
-    let fixed = |seed, dims: [usize; 4]| random(seed, dims, &device).require_grad();
+    let fixed = |seed, dims: [usize; 4]| random(seed, dims, 1.0, &device).require_grad();
     let (f_src, f_tgt) = (
         fixed(3, [batch, channels, h, w]),
         fixed(4, [batch, channels, h, w]),
@@ -210,7 +237,7 @@ pub fn profile_step(
         .require_grad();
     let near_identity = |identity: Tensor<2>, seed| {
         let [b, n] = identity.dims();
-        (identity + random(seed, [b, n], &device) * 0.05)
+        (identity + random(seed, [b, n], 1.0, &device) * 0.05)
             .detach()
             .require_grad()
     };
@@ -289,13 +316,9 @@ pub fn profile_step(
     let mut model = net.clone();
     let mut optim = AdamConfig::new().init();
     let (adam_s, _) = time_inside(runs, || {
-        let out = model.forward(src.clone(), tgt.clone())?;
-        let loss = weakalign_loss(&out.theta_aff, &out.theta_tps, &tps, out.corr_aff, &config)?;
-        let grads = GradientsParams::from_grads(loss.loss.backward(), &model);
-        let t = Instant::now();
-        model = optim.step(5e-8, model.clone(), grads);
-        let _ = crate::device::read_f64(model.regression_tps.linear.bias.clone().unwrap().val());
-        Ok(t.elapsed().as_secs_f64())
+        let (next, update_s) = weak_step(model.clone(), &mut optim, src, tgt)?;
+        model = next;
+        Ok(update_s)
     })?;
     push("adam", 1, (0.0, adam_s));
     Ok(rows)
@@ -322,17 +345,12 @@ fn bench_one(kind: BackboneKind, o: &BenchOptions) -> Result<BenchRow> {
         .backbone
         .configure(BatchNormMode::Frozen, Trainable::All);
     let mut optim = AdamConfig::new().init();
-    let (tps, config) = (Tps::new(0.2)?, InlierConfig::default());
     let (src, tgt) = (
         images(1, o.batch, o.size, &train),
         images(2, o.batch, o.size, &train),
     );
     let (train_step_s, train_step_samples) = time(o.runs, || {
-        let out = net.forward(src.clone(), tgt.clone())?;
-        let loss = weakalign_loss(&out.theta_aff, &out.theta_tps, &tps, out.corr_aff, &config)?;
-        let grads = GradientsParams::from_grads(loss.loss.backward(), &net);
-        net = optim.step(5e-8, net.clone(), grads);
-        let _ = crate::device::read_f64(net.regression_tps.linear.bias.clone().unwrap().val());
+        net = weak_step(net.clone(), &mut optim, &src, &tgt)?.0;
         Ok(())
     })?;
     let peak_rss_mib = peak_rss_mib();

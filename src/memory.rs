@@ -4,8 +4,9 @@
 //! defaults hand large freed blocks back to the kernel at once (per-thread arenas, a 128 KiB
 //! `mmap` threshold that grows only slowly), so the next step's allocations fault in fresh
 //! zeroed pages: on ResNet-101 the kernel's page clearing was 15–17 % of a training step's CPU
-//! time (`perf record`, issue 11). Keeping freed blocks for reuse cut the step by ~7 % with the
-//! same peak memory. Called once at start-up by the CLI and `make bench`; a no-op elsewhere.
+//! time (issue 11: `perf record -g` on `BENCH_CHILD=1 BENCH_BACKBONES=resnet101` running the
+//! `make bench` binary). Keeping freed blocks for reuse shortened the step at the same peak
+//! memory (`make bench` rows and peak-RSS table). Called once at start-up by the CLI and `make bench`; a no-op elsewhere.
 
 /// Keeps freed memory in the process for reuse: one arena, blocks up to 32 MiB (glibc's
 /// largest `mmap` threshold) from the heap, the heap never trimmed below its peak, grown

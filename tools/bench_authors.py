@@ -10,35 +10,25 @@ for ImageNet weights (`pretrained=True`); no download works here and timing does
 the weights, so the constructors are called without weights; see also the one adaptation in main(). Their backbones are VGG-16 and
 ResNet-101 (no EfficientNet). Writes BENCH_OUT (default target/bench/authors.json).
 """
-import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 import torchvision
 
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_pytorch import report, timed  # noqa: E402  (same timing and report as the replica)
+
+torch.set_grad_enabled(True)  # the replica's helpers switch autograd off when imported
+
 REF = os.environ.get("WEAKALIGN_REF", "")
-RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 B, S = int(os.environ.get("BENCH_BATCH", "8")), 240
 OUT = os.environ.get("BENCH_OUT", "target/bench/authors.json")
-torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
 
 def without_weights(build):
     """torchvision constructor that ignores `pretrained` (no download here)."""
     return lambda pretrained=False, **kw: build(weights=None, **kw)
-
-
-def timed(fn):
-    fn()
-    samples = []
-    for _ in range(RUNS):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples), samples
 
 
 def main():
@@ -90,13 +80,7 @@ def main():
         print(f"{name}: authors' weak training step {train:.3f} s", file=sys.stderr)
         results.append({"backbone": name, "forward_s": fwd, "forward_samples": fwd_samples,
                         "train_step_s": train, "train_step_samples": train_samples})
-    report = {"framework": f"authors' code (PyTorch {torch.__version__} CPU)", "batch": B, "size": S,
-              "runs": RUNS, "threads": torch.get_num_threads(), "results": results}
-    os.makedirs(os.path.dirname(OUT) or ".", exist_ok=True)
-    with open(OUT, "w") as f:
-        json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
-
+    report(results, f"authors' code (PyTorch {torch.__version__} CPU)", OUT)
 
 if __name__ == "__main__":
     main()

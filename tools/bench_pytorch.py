@@ -203,16 +203,16 @@ def main():
     report(results)
 
 
-def report(results):
-    """Writes BENCH_OUT and prints it."""
+def report(results, framework=None, out_path=OUT):
+    """Writes the results with the run's settings to `out_path` (default BENCH_OUT) and prints
+    them; `framework` names what ran (default: this PyTorch on this device)."""
     where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
-    out = {"framework": f"PyTorch {torch.__version__} {where}", "batch": B, "size": S,
-           "runs": RUNS, "threads": torch.get_num_threads(), "results": results}
-    os.makedirs(os.path.dirname(OUT) or ".", exist_ok=True)
-    with open(OUT, "w") as f:
+    out = {"framework": framework or f"PyTorch {torch.__version__} {where}", "batch": B,
+           "size": S, "runs": RUNS, "threads": torch.get_num_threads(), "results": results}
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+    with open(out_path, "w") as f:
         json.dump(out, f, indent=2)
     print(json.dumps(out, indent=2))
-
 
 if __name__ == "__main__":
     main()

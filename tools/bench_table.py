@@ -18,17 +18,17 @@ def cpu():
     return platform.processor() or "unknown CPU"
 
 
-def rows(ours, torch):
-    """Table rows: ours against PyTorch per backbone, seconds and ratio."""
-    theirs = {r["backbone"]: r for r in torch["results"]}
+def rows(ours, theirs, digits=4):
+    """Table rows: ours against another framework's results per backbone, seconds and ratio."""
+    theirs = {r["backbone"]: r for r in theirs["results"]}
     out = []
     for r in ours["results"]:
         t = theirs.get(r["backbone"])
         if t:
             out.append(
-                f"| {r['backbone']} | {r['forward_s']:.4f} | {t['forward_s']:.4f} | "
-                f"{r['forward_s'] / t['forward_s']:.2f} | {r['train_step_s']:.4f} | "
-                f"{t['train_step_s']:.4f} | {r['train_step_s'] / t['train_step_s']:.2f} |")
+                f"| {r['backbone']} | {r['forward_s']:.{digits}f} | {t['forward_s']:.{digits}f} | "
+                f"{r['forward_s'] / t['forward_s']:.2f} | {r['train_step_s']:.{digits}f} | "
+                f"{t['train_step_s']:.{digits}f} | {r['train_step_s'] / t['train_step_s']:.2f} |")
     return out
 
 
@@ -38,19 +38,12 @@ def authors(ours):
     if not os.path.exists(path):
         return []
     ref = json.load(open(path))
-    theirs = {r["backbone"]: r for r in ref["results"]}
     out = ["## Against the authors' model", "",
            f"tools/bench_authors.py: {ref['framework']}, their TwoStageCNNGeometric and weak loss "
            "(train_weak.py's defaults), same batch, sizes and threads, in the same `make bench` run.",
            "", "| backbone | forward ours | forward authors | ratio | train step ours | "
            "train step authors | ratio |", "|---|---|---|---|---|---|---|"]
-    for r in ours["results"]:
-        t = theirs.get(r["backbone"])
-        if t:
-            out.append(
-                f"| {r['backbone']} | {r['forward_s']:.2f} | {t['forward_s']:.2f} | "
-                f"{r['forward_s'] / t['forward_s']:.2f} | {r['train_step_s']:.2f} | "
-                f"{t['train_step_s']:.2f} | {r['train_step_s'] / t['train_step_s']:.2f} |")
+    out += rows(ours, ref, digits=2)
     return out + [""]
 
 
@@ -155,14 +148,7 @@ def main():
         "| backbone | forward ours | forward PyTorch | ratio | train step ours | train step PyTorch | ratio |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in ours["results"]:
-        t = theirs.get(r["backbone"])
-        if not t:
-            continue
-        lines.append(
-            f"| {r['backbone']} | {r['forward_s']:.2f} | {t['forward_s']:.2f} | "
-            f"{r['forward_s'] / t['forward_s']:.2f} | {r['train_step_s']:.2f} | "
-            f"{t['train_step_s']:.2f} | {r['train_step_s'] / t['train_step_s']:.2f} |")
+    lines += rows(ours, torch, digits=2)
     lines += ["", "Ratio = ours / PyTorch (below 1 means we are faster).", ""]
     lines += authors(ours)
     lines += memory(ours, theirs) + profile(ours, theirs)

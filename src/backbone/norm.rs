@@ -4,9 +4,8 @@
 //! `batch_norm = "frozen"`, the reference's weak training) computes `(x − μ) / √(σ² + ε) · γ + β`
 //! as four passes over the activation, each recorded for the backward. The same map is
 //! `x · s + t` with `s = γ / √(σ² + ε)` and `t = β − μ · s` computed on the `[channels]`
-//! vectors: two passes, gradients to `x`, `γ` and `β` through the same autodiff (issue 11: this
-//! is most of ResNet-101's and EfficientNet-Lite0's non-convolution time on the CPU). Outputs
-//! equal burn's up to float rounding (tested in `tests/conv.rs`).
+//! vectors: two passes, gradients to `x`, `γ` and `β` through the same autodiff (issue 11).
+//! Outputs and gradients equal burn's up to float rounding (tested in `tests/conv.rs`).
 
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;

@@ -231,6 +231,45 @@ fn optional_groups<'a, T>(
     }
 }
 
+/// Runs `run_group(images, their output)` on the plan's groups in parallel and returns the
+/// output (`[batch, per_image]`, zero-initialized).
+fn forward_groups<T: Real>(
+    groups: Vec<core::ops::Range<usize>>,
+    per_image: usize,
+    run_group: impl Fn(core::ops::Range<usize>, &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    let batch = groups.last().map_or(0, |r| r.end);
+    let mut out = vec![T::default(); batch * per_image];
+    let slices = split_groups(&mut out, &groups, per_image);
+    groups
+        .into_par_iter()
+        .zip(slices)
+        .for_each(|(range, out_g)| run_group(range, out_g));
+    out
+}
+
+/// Runs `run_group(images, their input gradient if asked for)` on the plan's groups in
+/// parallel; each returns its weight gradient (if asked for). Returns the input gradient
+/// (`[batch, x_per_image]`) and the groups' weight gradients (`w_len`) summed in group order,
+/// so the result does not depend on which thread finishes first.
+fn backward_groups<T: Real>(
+    groups: Vec<core::ops::Range<usize>>,
+    [want_dx, want_dw]: [bool; 2],
+    [x_per_image, w_len]: [usize; 2],
+    run_group: impl Fn(core::ops::Range<usize>, Option<&mut [T]>) -> Option<Vec<T>> + Sync + Send,
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let batch = groups.last().map_or(0, |r| r.end);
+    let mut dx = want_dx.then(|| vec![T::default(); batch * x_per_image]);
+    let dx_slices = optional_groups(dx.as_deref_mut(), &groups, x_per_image);
+    let parts: Vec<Option<Vec<T>>> = groups
+        .into_par_iter()
+        .zip(dx_slices)
+        .map(|(range, dx_g)| run_group(range, dx_g))
+        .collect();
+    let dw = want_dw.then(|| sum_parts(parts, w_len));
+    (dx, dw)
+}
+
 /// A strided matrix view for [`product`]: element `(r, c)` at `ptr + r·rs + c·cs`.
 #[derive(Clone, Copy)]
 struct View<T> {
@@ -296,7 +335,7 @@ fn tap_weight<T>(g: &ConvGeometry, weight: &[T], i: usize, j: usize) -> View<T> 
 /// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in, kh, kw]` (flat, row-major)
 /// - output: `[batch, c_out, h_out, w_out]`
 pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T> {
-    let [x_len, w_len, out_len] = g.lens();
+    let [x_len, w_len, _] = g.lens();
     assert!(g.is_valid() && x.len() == x_len && weight.len() == w_len);
     if g.depthwise {
         return depthwise_forward(g, x, weight);
@@ -304,11 +343,9 @@ pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T> {
     let [h_out, w_out] = g.size_out();
     let wq = g.phase_size()[1];
     let (n_ext, plane_out) = (g.n_ext(), h_out * w_out);
-    let mut out = vec![T::default(); out_len];
     let (x_img, out_img) = (g.c_in * g.size_in[0] * g.size_in[1], g.c_out * plane_out);
     let (groups, inner) = plan(g.batch);
-    let slices = split_groups(&mut out, &groups, out_img);
-    let run_group = |(range, out_g): (core::ops::Range<usize>, &mut [T])| {
+    forward_groups(groups, out_img, |range, out_g: &mut [T]| {
         let mut phases = vec![T::default(); g.phase_image_len()];
         let mut ext = vec![T::default(); g.c_out * n_ext];
         for (b, out_b) in range.zip(out_g.chunks_mut(out_img.max(1))) {
@@ -343,9 +380,7 @@ pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T> {
                 }
             }
         }
-    };
-    groups.into_par_iter().zip(slices).for_each(run_group);
-    out
+    })
 }
 
 /// The output gradient of one image laid out on the extended columns (zero on the junk ones).
@@ -386,7 +421,7 @@ pub fn backward<T: Real>(
     if g.depthwise {
         return depthwise_backward(g, x, weight, dy, want);
     }
-    let [want_dx, want_dw] = want;
+    let [_, want_dw] = want;
     let [hq, wq] = g.phase_size();
     let n_ext = g.n_ext();
     let (x_img, dy_img) = (x_len / g.batch.max(1), out_len / g.batch.max(1));
@@ -395,79 +430,75 @@ pub fn backward<T: Real>(
         .collect();
     let taps_n = taps.len();
     let (groups, inner) = plan(g.batch);
-    let mut dx = want_dx.then(|| vec![T::default(); x_len]);
-    let dx_slices = optional_groups(dx.as_deref_mut(), &groups, x_img);
     // One weight gradient per group, summed in group order below (deterministic).
-    let run_group = |(range, mut dx_g): (core::ops::Range<usize>, Option<&mut [T]>)| {
-        let mut phases = vec![T::default(); g.phase_image_len()];
-        let mut dw = want_dw.then(|| vec![T::default(); w_len]);
-        for (n, b) in range.enumerate() {
-            let dy_ext = extend(g, &dy[b * dy_img..(b + 1) * dy_img]);
-            let dy_view = View {
-                ptr: dy_ext.as_ptr(),
-                rs: n_ext as isize,
-                cs: 1,
-            };
-            if let Some(dx_g) = dx_g.as_deref_mut() {
-                phases.fill(T::default());
-                for &(i, j) in &taps {
-                    let w = tap_weight(g, weight, i, j);
-                    let w_t = View {
-                        ptr: w.ptr,
-                        rs: w.cs,
-                        cs: w.rs,
-                    };
-                    // SAFETY: the destination view addresses c_in rows of n_ext columns at the
-                    // tap's offset inside `phases` (the elements the forward's tap view reads);
-                    // the sources are `weight` and `dy_ext` ([c_out, n_ext]).
-                    unsafe {
-                        product(
-                            [g.c_in, n_ext, g.c_out],
-                            phases[g.tap_offset(i, j)..].as_mut_ptr(),
-                            [(hq * wq) as isize, 1],
-                            true,
-                            w_t,
-                            dy_view,
-                            inner,
-                        )
+    backward_groups(
+        groups,
+        want,
+        [x_img, w_len],
+        |range, mut dx_g: Option<&mut [T]>| {
+            let mut phases = vec![T::default(); g.phase_image_len()];
+            let mut dw = want_dw.then(|| vec![T::default(); w_len]);
+            for (n, b) in range.enumerate() {
+                let dy_ext = extend(g, &dy[b * dy_img..(b + 1) * dy_img]);
+                let dy_view = View {
+                    ptr: dy_ext.as_ptr(),
+                    rs: n_ext as isize,
+                    cs: 1,
+                };
+                if let Some(dx_g) = dx_g.as_deref_mut() {
+                    phases.fill(T::default());
+                    for &(i, j) in &taps {
+                        let w = tap_weight(g, weight, i, j);
+                        let w_t = View {
+                            ptr: w.ptr,
+                            rs: w.cs,
+                            cs: w.rs,
+                        };
+                        // SAFETY: the destination view addresses c_in rows of n_ext columns at the
+                        // tap's offset inside `phases` (the elements the forward's tap view reads);
+                        // the sources are `weight` and `dy_ext` ([c_out, n_ext]).
+                        unsafe {
+                            product(
+                                [g.c_in, n_ext, g.c_out],
+                                phases[g.tap_offset(i, j)..].as_mut_ptr(),
+                                [(hq * wq) as isize, 1],
+                                true,
+                                w_t,
+                                dy_view,
+                                inner,
+                            )
+                        }
+                    }
+                    let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
+                    g.merge_phases(&phases, dx_b);
+                }
+                if let Some(dw) = dw.as_mut() {
+                    g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+                    for &(i, j) in &taps {
+                        let p_t = View {
+                            ptr: phases[g.tap_offset(i, j)..].as_ptr(),
+                            rs: 1,
+                            cs: (hq * wq) as isize,
+                        };
+                        // SAFETY: `dw`'s tap view is [c_out, c_in] with strides (c_in·taps, taps)
+                        // from the tap's element; `p_t` reads the forward's tap elements transposed.
+                        unsafe {
+                            product(
+                                [g.c_out, g.c_in, n_ext],
+                                dw[i * g.kernel[1] + j..].as_mut_ptr(),
+                                [(g.c_in * taps_n) as isize, taps_n as isize],
+                                true,
+                                dy_view,
+                                p_t,
+                                inner,
+                            )
+                        }
                     }
                 }
-                let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
-                g.merge_phases(&phases, dx_b);
             }
-            if let Some(dw) = dw.as_mut() {
-                g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
-                for &(i, j) in &taps {
-                    let p_t = View {
-                        ptr: phases[g.tap_offset(i, j)..].as_ptr(),
-                        rs: 1,
-                        cs: (hq * wq) as isize,
-                    };
-                    // SAFETY: `dw`'s tap view is [c_out, c_in] with strides (c_in·taps, taps)
-                    // from the tap's element; `p_t` reads the forward's tap elements transposed.
-                    unsafe {
-                        product(
-                            [g.c_out, g.c_in, n_ext],
-                            dw[i * g.kernel[1] + j..].as_mut_ptr(),
-                            [(g.c_in * taps_n) as isize, taps_n as isize],
-                            true,
-                            dy_view,
-                            p_t,
-                            inner,
-                        )
-                    }
-                }
-            }
-        }
-        dw
-    };
-    let parts: Vec<Option<Vec<T>>> = groups
-        .into_par_iter()
-        .zip(dx_slices)
-        .map(run_group)
-        .collect();
-    let dw = want_dw.then(|| sum_parts(parts, w_len));
-    (dx, dw)
+            dw
+        },
+    )
 }
 
 /// `acc[k] += a · x[k]`.
@@ -488,7 +519,6 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 
 /// [`forward`] for a depthwise convolution: per channel, one scaled shifted row per tap.
 fn depthwise_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T> {
-    let [_, _, out_len] = g.lens();
     let [h_out, w_out] = g.size_out();
     let [hq, wq] = g.phase_size();
     let (n_ext, taps) = (g.n_ext(), g.kernel[0] * g.kernel[1]);
@@ -496,10 +526,8 @@ fn depthwise_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T>
         g.c_in * g.size_in[0] * g.size_in[1],
         g.c_out * h_out * w_out,
     );
-    let mut out = vec![T::default(); out_len];
     let (groups, _) = plan(g.batch);
-    let slices = split_groups(&mut out, &groups, out_img);
-    let run_group = |(range, out_g): (core::ops::Range<usize>, &mut [T])| {
+    forward_groups(groups, out_img, |range, out_g: &mut [T]| {
         let mut phases = vec![T::default(); g.phase_image_len()];
         let mut ext = vec![T::default(); n_ext];
         for (b, out_b) in range.zip(out_g.chunks_mut(out_img.max(1))) {
@@ -522,9 +550,7 @@ fn depthwise_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T>
                 }
             }
         }
-    };
-    groups.into_par_iter().zip(slices).for_each(run_group);
-    out
+    })
 }
 
 /// [`backward`] for a depthwise convolution.
@@ -540,47 +566,43 @@ fn depthwise_backward<T: Real>(
     let (n_ext, taps) = (g.n_ext(), g.kernel[0] * g.kernel[1]);
     let (x_img, dy_img) = (x_len / g.batch.max(1), out_len / g.batch.max(1));
     let (groups, _) = plan(g.batch);
-    let mut dx = want_dx.then(|| vec![T::default(); x_len]);
-    let dx_slices = optional_groups(dx.as_deref_mut(), &groups, x_img);
-    let run_group = |(range, mut dx_g): (core::ops::Range<usize>, Option<&mut [T]>)| {
-        let mut phases = vec![T::default(); g.phase_image_len()];
-        let mut d_phases = vec![T::default(); if want_dx { g.phase_image_len() } else { 0 }];
-        let mut dw = want_dw.then(|| vec![T::default(); w_len]);
-        for (n, b) in range.enumerate() {
-            let dy_ext = extend(g, &dy[b * dy_img..(b + 1) * dy_img]);
-            if want_dw {
-                g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
-            }
-            d_phases.fill(T::default());
-            for c in 0..g.c_in {
-                let dy_c = &dy_ext[c * n_ext..(c + 1) * n_ext];
-                for i in 0..g.kernel[0] {
-                    for j in 0..g.kernel[1] {
-                        let at = g.tap_offset(i, j) + c * hq * wq;
-                        let k = c * taps + i * g.kernel[1] + j;
-                        if want_dx {
-                            axpy(&mut d_phases[at..at + n_ext], weight[k], dy_c);
-                        }
-                        if let Some(dw) = dw.as_mut() {
-                            dw[k] += dot(dy_c, &phases[at..at + n_ext]);
+    backward_groups(
+        groups,
+        [want_dx, want_dw],
+        [x_img, w_len],
+        |range, mut dx_g: Option<&mut [T]>| {
+            let mut phases = vec![T::default(); g.phase_image_len()];
+            let mut d_phases = vec![T::default(); if want_dx { g.phase_image_len() } else { 0 }];
+            let mut dw = want_dw.then(|| vec![T::default(); w_len]);
+            for (n, b) in range.enumerate() {
+                let dy_ext = extend(g, &dy[b * dy_img..(b + 1) * dy_img]);
+                if want_dw {
+                    g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+                }
+                d_phases.fill(T::default());
+                for c in 0..g.c_in {
+                    let dy_c = &dy_ext[c * n_ext..(c + 1) * n_ext];
+                    for i in 0..g.kernel[0] {
+                        for j in 0..g.kernel[1] {
+                            let at = g.tap_offset(i, j) + c * hq * wq;
+                            let k = c * taps + i * g.kernel[1] + j;
+                            if want_dx {
+                                axpy(&mut d_phases[at..at + n_ext], weight[k], dy_c);
+                            }
+                            if let Some(dw) = dw.as_mut() {
+                                dw[k] += dot(dy_c, &phases[at..at + n_ext]);
+                            }
                         }
                     }
                 }
+                if let Some(dx_g) = dx_g.as_deref_mut() {
+                    let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
+                    g.merge_phases(&d_phases, dx_b);
+                }
             }
-            if let Some(dx_g) = dx_g.as_deref_mut() {
-                let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
-                g.merge_phases(&d_phases, dx_b);
-            }
-        }
-        dw
-    };
-    let parts: Vec<Option<Vec<T>>> = groups
-        .into_par_iter()
-        .zip(dx_slices)
-        .map(run_group)
-        .collect();
-    let dw = want_dw.then(|| sum_parts(parts, w_len));
-    (dx, dw)
+            dw
+        },
+    )
 }
 
 /// The per-group weight gradients summed in group order.

@@ -1,10 +1,10 @@
 //! The model's convolutions (backbones and regression heads) on the CPU: one seam between
 //! burn's `Conv2d` modules and our shifted-product kernels ([`kernels`]).
 //!
-//! Why: on burn 0.22's CPU backend (flex) a 3×3 convolution's backward ran 3–4.5× slower than
-//! PyTorch's on the same two cores (input gradient through a transposed convolution, weight
-//! gradient through a convolution whose kernel is the whole output gradient), and the backbone
-//! is most of a training step (issue 11's profile). [`forward`] runs the same convolution as
+//! Why: the backbone is most of a training step (`make bench`'s per-part profile), and on burn
+//! 0.22's CPU backend (flex) a convolution's backward is the slow part: the input gradient goes
+//! through a transposed convolution and the weight gradient through a convolution whose kernel
+//! is the whole output gradient (issue 11). [`forward`] runs the same convolution as
 //! `Conv2d::forward` — same weights, same padding rules, same output up to float rounding — with
 //! a forward and a backward that are each one matrix product per kernel tap.
 //!
@@ -72,7 +72,11 @@ fn geometry(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<C
     ((dense || depthwise) && options.dilation == [1, 1] && g.is_valid()).then_some(g)
 }
 
-/// A flex tensor's elements, row-major.
+/// A flex tensor's elements, row-major (borrowed where it is contiguous).
+///
+/// # Shapes
+/// - `t`: any `[d0, d1, …]`
+/// - output: its `d0·d1·…` elements
 fn host<T: Real + burn::tensor::Element + bytemuck::Pod>(
     t: &FlexTensor,
 ) -> std::borrow::Cow<'_, [T]> {
@@ -88,6 +92,10 @@ fn host<T: Real + burn::tensor::Element + bytemuck::Pod>(
 }
 
 /// A flex tensor holding `values`.
+///
+/// # Shapes
+/// - `values`: `shape[0]·…·shape[3]` elements, row-major
+/// - output: `shape`
 fn flex<T: Real + burn::tensor::Element + bytemuck::Pod>(
     values: Vec<T>,
     shape: [usize; 4],
@@ -96,6 +104,10 @@ fn flex<T: Real + burn::tensor::Element + bytemuck::Pod>(
 }
 
 /// The forward on flex tensors; burn's convolution where the kernels do not apply.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`
+/// - output: `[batch, c_out, h_out, w_out]`
 fn flex_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
     let (xs, ws) = (x.shape().dims::<4>(), weight.shape().dims::<4>());
     let Some(g) = geometry(&xs, &ws, &options).filter(|_| x.dtype() == weight.dtype()) else {
@@ -117,6 +129,11 @@ fn flex_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> F
 }
 
 /// Gradients of the forward with respect to `x` and `weight`, each when `want` asks.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`,
+///   `dy`: `[batch, c_out, h_out, w_out]`
+/// - output: `dx` like `x`, `dweight` like `weight`
 fn flex_backward(
     x: FlexTensor,
     weight: FlexTensor,
@@ -125,7 +142,6 @@ fn flex_backward(
     want: [bool; 2],
 ) -> (Option<FlexTensor>, Option<FlexTensor>) {
     let (xs, ws) = (x.shape().dims::<4>(), weight.shape().dims::<4>());
-    let (x_shape, w_shape) = (xs, ws);
     fn run<T: Real + burn::tensor::Element + bytemuck::Pod>(
         g: &ConvGeometry,
         tensors: [&FlexTensor; 3],
@@ -141,12 +157,8 @@ fn flex_backward(
     }
     let same_dtype = x.dtype() == weight.dtype() && x.dtype() == dy.dtype();
     match geometry(&xs, &ws, &options).filter(|_| same_dtype) {
-        Some(g) if x.dtype() == DType::F32 => {
-            run::<f32>(&g, [&x, &weight, &dy], want, [x_shape, w_shape])
-        }
-        Some(g) if x.dtype() == DType::F64 => {
-            run::<f64>(&g, [&x, &weight, &dy], want, [x_shape, w_shape])
-        }
+        Some(g) if x.dtype() == DType::F32 => run::<f32>(&g, [&x, &weight, &dy], want, [xs, ws]),
+        Some(g) if x.dtype() == DType::F64 => run::<f64>(&g, [&x, &weight, &dy], want, [xs, ws]),
         _ => (
             want[0].then(|| {
                 Flex::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone())
