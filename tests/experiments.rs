@@ -162,7 +162,7 @@ fn parameter_bytes(path: &Path) -> Vec<u8> {
 }
 
 #[test]
-fn crash_and_resume_is_bit_exact() {
+fn crash_and_resume_is_bit_exact_and_identical_state_gives_identical_checkpoint_files() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let full = exp(a.path(), &[]);
     assert!(full.status.success(), "{}", text(&full));
@@ -195,6 +195,21 @@ fn crash_and_resume_is_bit_exact() {
         parameter_bytes(&last(b.path())),
         "parameters must be identical"
     );
+    // Identical state gives byte-identical checkpoint files (canonical parameter ids), the
+    // resumed run's included.
+    for f in [
+        "model.bpk",
+        "optimizer.bin",
+        "state.json",
+        "config.toml",
+        "manifest.json",
+    ] {
+        let file = |root: &Path| std::fs::read(checkpoint_root(root).join("step-00000009").join(f));
+        assert!(
+            file(a.path()).unwrap() == file(b.path()).unwrap(),
+            "{f} differs between the uninterrupted and the resumed run"
+        );
+    }
     let sa: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ra.join("summary.json")).unwrap()).unwrap();
     let sb: serde_json::Value =

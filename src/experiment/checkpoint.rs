@@ -221,7 +221,8 @@ pub fn save_training(
         optim.save(&path).map_err(|e| Error::Weights {
             path: path.clone(),
             reason: format!("cannot write optimizer state: {e}"),
-        })
+        })?;
+        super::param_ids::canonicalize(&tmp.join(MODEL), &path)
     })?;
     retain(root, keep_last, keep_best, &dir)?;
     Ok(dir)

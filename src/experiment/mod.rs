@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod logger;
+pub mod param_ids;
 pub mod resolve;
 pub mod run_dir;
 pub mod runner;
