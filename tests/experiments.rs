@@ -868,3 +868,131 @@ fn a_checkpoints_configuration_is_covered_by_its_manifest() {
         text(&out)
     );
 }
+
+#[test]
+fn a_second_start_while_the_run_is_live_is_told_it_is_locked_not_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = exp(dir.path(), &["--crash-after-step", "5"]);
+    assert!(!crashed.status.success());
+    // A live process holds the run (this test process stands in for it).
+    let run = run_dir(dir.path());
+    std::fs::write(run.join("LOCK"), std::process::id().to_string()).unwrap();
+    let out = exp(dir.path(), &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("locked by running process") && !t.contains("pass --resume"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_failed_run_reports_the_step_it_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    // Diverges in the weak stage, after the 6 strong steps.
+    let out = exp(dir.path(), &["--set", "weak.lr=1e30"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir(dir.path()).join("status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["status"], "FAILED", "{status}");
+    let step = status["step"].as_u64().unwrap();
+    assert!(
+        step >= 6,
+        "FAILED at step {step}: must be the step reached, not 0"
+    );
+    let runs = Command::new(binary())
+        .args(["runs", "--runs"])
+        .arg(dir.path().join("runs"))
+        .output()
+        .unwrap();
+    assert!(
+        text(&runs).contains(&format!("FAILED")) && text(&runs).contains(&step.to_string()),
+        "{}",
+        text(&runs)
+    );
+}
+
+#[test]
+fn a_missing_dataset_is_refused_naming_its_key_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for (set, key) in [
+        ("data.test=pf-willow", "key `data.test`"),
+        ("data.validation=pf-willow", "key `data.validation`"),
+        ("data.train=caltech-101", "key `data.train`"),
+    ] {
+        let out = exp(dir.path(), &["--set", set]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{set}: {t}");
+        assert!(t.contains(key) && t.contains("make datasets"), "{set}: {t}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{set}: nothing may be written under --root"
+        );
+    }
+}
+
+#[test]
+fn a_learning_rate_far_out_of_range_is_warned_about_before_the_run() {
+    let out = Command::new(binary())
+        .args(["exp", "--dry-run"])
+        .arg(smoke())
+        .args(["--set", "weak.lr=1e30"])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("warning") && t.contains("`weak.lr` = 1000000000000000000000000000000"),
+        "{t}"
+    );
+    let quiet = Command::new(binary())
+        .args(["exp", "--dry-run"])
+        .arg(smoke())
+        .output()
+        .unwrap();
+    assert!(!text(&quiet).contains("warning"), "{}", text(&quiet));
+}
+
+#[test]
+fn a_resume_reports_a_truncated_metrics_file_and_tensorboard_never_shows_a_step_twice() {
+    use weakalign::experiment::tensorboard::{EventWriter, summary_steps};
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = exp(dir.path(), &["--crash-after-step", "5"]);
+    assert!(!crashed.status.success());
+    let run = run_dir(dir.path());
+    // What a crashed process had flushed past its last checkpoint (step 4): steps 5 and 6.
+    {
+        let mut w = EventWriter::create(&run.join("train")).unwrap();
+        w.scalar("loss", 5, 0.5).unwrap();
+        w.scalar("loss", 6, 0.25).unwrap();
+        w.flush().unwrap();
+    }
+    // And metrics.jsonl lost records since the checkpoint counted them.
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let head: String = metrics.split_inclusive('\n').take(3).collect();
+    std::fs::write(run.join("metrics.jsonl"), head).unwrap();
+    let resumed = exp(dir.path(), &["--resume"]);
+    let t = text(&resumed);
+    assert!(resumed.status.success(), "{t}");
+    assert!(
+        t.contains("metrics.jsonl") && t.contains("records are missing"),
+        "{t}"
+    );
+    assert!(
+        t.contains("TensorBoard event(s) logged after step 4"),
+        "{t}"
+    );
+    for split in ["train", "valid", "info"] {
+        let steps = summary_steps(&run.join(split)).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for p in &steps {
+            assert!(seen.insert(p), "{split}: {p:?} appears twice in {steps:?}");
+        }
+        if split == "train" {
+            assert!(steps.contains(&("loss".to_string(), 9)), "{steps:?}");
+        }
+    }
+}

@@ -113,6 +113,11 @@ pub fn run(args: ExpArgs) -> Result<i32> {
         overrides.push(format!("device=\"{device}\""));
     }
     let cells = cells(&args.file, &overrides)?;
+    let warnings: std::collections::BTreeSet<&String> =
+        cells.iter().flat_map(|c| &c.resolved.warnings).collect();
+    for w in warnings {
+        eprintln!("warning: {}: {w}", args.file.display());
+    }
     if args.dry_run {
         cells.iter().for_each(print_cell);
         return Ok(0);

@@ -26,29 +26,55 @@ pub struct RgbImage {
     pub pixels: Vec<u8>,
 }
 
-/// Decodes an image file; grayscale, gray+alpha and RGBA become RGB.
+/// Smallest side accepted: pixel coordinates are normalized by `size − 1` (align_corners).
+pub const MIN_SIDE: usize = 2;
+
+/// Decodes an image file; grayscale, gray+alpha and RGBA become RGB. A JPEG cut short (no end
+/// marker after its last scan: the decoder would fill the rest with gray and succeed) and an
+/// image smaller than [`MIN_SIDE`] pixels on a side are errors naming the file.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = image::ImageReader::open(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let fail = |reason: String| Error::Image {
         path: path.to_path_buf(),
-        cause: source,
-    })?;
-    let decoded = reader
+        reason,
+    };
+    if is_truncated_jpeg(&bytes) {
+        return Err(fail(
+            "truncated JPEG (no end-of-image marker after the last scan): the file was cut short"
+                .into(),
+        ));
+    }
+    let decoded = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            cause: source,
-        })?
+        .map_err(|e| fail(e.to_string()))?
         .decode()
-        .map_err(|e| Error::Image {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| fail(e.to_string()))?;
     let rgb = decoded.to_rgb8();
+    let (height, width) = (rgb.height() as usize, rgb.width() as usize);
+    if height < MIN_SIDE || width < MIN_SIDE {
+        return Err(fail(format!(
+            "{width}×{height} pixels: at least {MIN_SIDE}×{MIN_SIDE} are needed"
+        )));
+    }
     Ok(RgbImage {
-        height: rgb.height() as usize,
-        width: rgb.width() as usize,
+        height,
+        width,
         pixels: rgb.into_raw(),
     })
+}
+
+/// Whether `bytes` are a JPEG whose last scan (`FF DA`) is not followed by an end-of-image
+/// marker (`FF D9`). Inside entropy-coded data `FF` is always followed by `00` or a restart
+/// marker, so neither marker can occur there by chance.
+fn is_truncated_jpeg(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return false;
+    }
+    let marker = |m: u8| move |w: &[u8]| w == [0xFF, m];
+    match bytes.windows(2).rposition(marker(0xDA)) {
+        Some(sos) => !bytes[sos..].windows(2).any(marker(0xD9)),
+        None => true, // no scan at all: nothing but headers
+    }
 }
 
 impl RgbImage {

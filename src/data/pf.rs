@@ -33,6 +33,9 @@ pub struct KeypointPair {
 /// Keypoints per PF-WILLOW image.
 pub const WILLOW_KEYPOINTS: usize = 10;
 
+/// Images per PF-WILLOW sub-class (100 in all: 900 ordered test pairs).
+pub const WILLOW_IMAGES_PER_CLASS: usize = 10;
+
 /// The PF-WILLOW sub-classes.
 pub const WILLOW_CLASSES: [&str; 10] = [
     "car(G)",
@@ -92,12 +95,42 @@ pub fn willow_pairs_from_mat(root: &Path) -> Result<Vec<KeypointPair>> {
     let mut pairs = Vec::new();
     for class in WILLOW_CLASSES {
         let dir = root.join("PF-dataset").join(class);
-        let mut images: Vec<PathBuf> = std::fs::read_dir(&dir)
+        let files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| Error::io(&dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "png"))
             .collect();
-        images.sort();
+        let with = |ext: &str| -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = files
+                .iter()
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .cloned()
+                .collect();
+            v.sort();
+            v
+        };
+        let images = with("png");
+        // Keypoints without their image: the image is missing (scoring the rest would quietly
+        // report a different benchmark).
+        if let Some(mat) = with("mat")
+            .into_iter()
+            .find(|m| !m.with_extension("png").is_file())
+        {
+            return Err(Error::data(
+                mat.with_extension("png"),
+                None,
+                format!("missing image (its keypoints {} exist)", mat.display()),
+            ));
+        }
+        if images.len() != WILLOW_IMAGES_PER_CLASS {
+            eprintln!(
+                "warning: {}: {} images where PF-WILLOW has {WILLOW_IMAGES_PER_CLASS}: the \
+                 benchmark scores {} pairs of this class instead of {}",
+                dir.display(),
+                images.len(),
+                images.len() * images.len().saturating_sub(1),
+                WILLOW_IMAGES_PER_CLASS * (WILLOW_IMAGES_PER_CLASS - 1)
+            );
+        }
         let points: Vec<Vec<(f64, f64)>> = images
             .iter()
             .map(|p| read_willow_mat(&p.with_extension("mat")))

@@ -16,6 +16,13 @@ pub fn read_points_csv(path: &Path) -> Result<Vec<(f64, f64)>> {
         let fields: Vec<&str> = line.split(',').collect();
         let parse = |k: usize| fields.get(k).and_then(|s| s.trim().parse::<f64>().ok());
         match (parse(0), parse(1)) {
+            (Some(x), Some(y)) if !(x.is_finite() && y.is_finite()) => {
+                return Err(Error::data(
+                    path,
+                    Some(i + 1),
+                    format!("point ({x}, {y}) is not finite"),
+                ));
+            }
             (Some(x), Some(y)) => points.push((x, y)),
             _ if i == 0 => {} // header
             _ => return Err(Error::data(path, Some(i + 1), "expected `x,y`")),

@@ -352,6 +352,56 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     })
 }
 
+/// 1-based line where `key` (dotted, e.g. `weak.lr`) is set in `text`, if it is.
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let code = line.split('#').next().unwrap_or("");
+        if code.contains('=') && key_at(text, offset).as_deref() == Some(key) {
+            return Some(i + 1);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Places an error of [`super::resolve::resolve`] (which sees values, not where they were
+/// written): a value from `--set` is named as the override, one from a `[sweep]` axis and one
+/// from the file get the line that sets it. `overrides` are the `--set` items, `axes` the
+/// cell's sweep values (`key=value`).
+pub fn locate(error: Error, text: &str, overrides: &[String], axes: &[String]) -> Error {
+    let Error::Config {
+        file,
+        line: None,
+        key: Some(key),
+        msg,
+    } = error
+    else {
+        return error;
+    };
+    let set_here = |items: &[String]| {
+        items
+            .iter()
+            .rev()
+            .find(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+            .cloned()
+    };
+    let (line, msg) = if let Some(item) = set_here(overrides) {
+        (None, format!("{msg} (from --set {item})"))
+    } else if let Some(item) = set_here(axes) {
+        let line = line_of_key(text, &format!("sweep.{key}"));
+        (line, format!("{msg} (from the [sweep] value {item})"))
+    } else {
+        (line_of_key(text, &key), msg)
+    };
+    Error::Config {
+        file,
+        line,
+        key: Some(key),
+        msg,
+    }
+}
+
 fn config_error(
     file: &Path,
     line: Option<usize>,

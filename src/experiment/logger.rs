@@ -10,7 +10,7 @@ use super::resolve::Resolved;
 use super::run_dir::{Metrics, RunDir, Status};
 use super::stage::{Stage, StagePlan};
 use super::step::StepRecord;
-use super::tensorboard::{EventWriter, HParam, SessionStatus};
+use super::tensorboard::{EventWriter, HParam, SessionStatus, forget_after};
 use crate::backbone::Normalization;
 use crate::choice::name;
 use crate::data::image::RgbImage;
@@ -80,6 +80,19 @@ impl Logger {
         git: &(String, String),
     ) -> Result<Self> {
         let exp = &r.experiment;
+        // What an earlier process logged after `start` is logged again from here.
+        let mut forgotten = 0;
+        for split in ["train", "valid"] {
+            forgotten += forget_after(&run.path.join(split), start, false)?;
+        }
+        forget_after(&run.path.join("info"), start, true)?; // configuration, HParams: restated
+        if forgotten > 0 {
+            eprintln!(
+                "{}: removed {forgotten} TensorBoard event(s) logged after step {start} by an \
+                 earlier process (they are logged again)",
+                run.path.display()
+            );
+        }
         let mut train = EventWriter::create(&run.path.join("train"))?;
         let mut valid = EventWriter::create(&run.path.join("valid"))?;
         let mut info = EventWriter::create(&run.path.join("info"))?;

@@ -26,6 +26,8 @@ pub struct Resolved {
     pub model: ModelConfig,
     /// The inlier count of the weak loss.
     pub inlier: InlierConfig,
+    /// Values that are valid but almost certainly wrong (printed before a run starts).
+    pub warnings: Vec<String>,
 }
 
 impl Resolved {
@@ -132,6 +134,25 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Adam learning rates above this are far outside any useful range for these models (the
+/// paper: 1e-3 for the strong stages, 1e-5 or less for the weak one).
+const LR_WARNING: f64 = 0.1;
+
+/// Valid values that are almost certainly mistakes: a run with them diverges (exit 3) or
+/// collapses to PCK 0, so the user hears about it before it starts.
+fn warnings(exp: &Experiment) -> Vec<String> {
+    [("strong.lr", exp.strong.lr), ("weak.lr", exp.weak.lr)]
+        .into_iter()
+        .filter(|(_, v)| *v > LR_WARNING)
+        .map(|(key, v)| {
+            format!(
+                "`{key}` = {v} is far above a useful Adam learning rate (the paper: 1e-3 strong, \
+                 1e-5 weak); expect the loss to diverge or the model to collapse"
+            )
+        })
+        .collect()
+}
+
 /// Whether `name` can be a folder name under a root without leaving it (no separators, no `..`,
 /// not hidden, not empty, at most 100 characters).
 fn is_plain_name(name: &str) -> bool {
@@ -174,5 +195,6 @@ pub fn resolve(exp: &Experiment, file: &Path) -> Result<Resolved> {
         cell_hash: exp.cell_hash(),
         model,
         inlier,
+        warnings: warnings(exp),
     })
 }

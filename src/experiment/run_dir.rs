@@ -109,25 +109,28 @@ impl RunDir {
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder: Option<u32> = std::fs::read_to_string(&lock)
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok());
-                    match holder {
-                        Some(pid) if process_alive(pid) && pid != std::process::id() => {
-                            return Err(Error::Locked {
-                                path,
-                                holder: Some(pid),
-                            });
-                        }
-                        _ => {
-                            let _ = std::fs::remove_file(&lock); // stale lock of a dead process
-                        }
+                    if let Some(pid) = RunDir::live_holder(&path) {
+                        return Err(Error::Locked {
+                            path,
+                            holder: Some(pid),
+                        });
                     }
+                    let _ = std::fs::remove_file(&lock); // stale lock of a dead process
                 }
                 Err(e) => return Err(Error::io(&lock, e)),
             }
         }
         Err(Error::Locked { path, holder: None })
+    }
+
+    /// The live process holding the lock of the run at `path`, if any (not this one).
+    pub fn live_holder(path: &Path) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(path.join("LOCK"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        (process_alive(pid) && pid != std::process::id()).then_some(pid)
     }
 
     /// Writes `status.json` atomically.
@@ -223,13 +226,39 @@ pub struct Metrics {
 impl Metrics {
     /// Opens `metrics.jsonl`, truncated to its first `keep_lines` lines (a resume drops what a
     /// crashed process wrote after its last checkpoint).
+    ///
+    /// A file with fewer complete records than the checkpoint counted (truncated or damaged
+    /// since) is reported, as is a record that is not JSON; the run continues with what is there.
     pub fn open(path: PathBuf, keep_lines: u64) -> Result<Self> {
-        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        let existing = match std::fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
         let kept: String = existing
             .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .take(keep_lines as usize)
             .collect();
         let lines = kept.matches('\n').count() as u64;
+        if lines < keep_lines {
+            eprintln!(
+                "warning: {}: {lines} complete records where the checkpoint counted {keep_lines}: \
+                 the file was truncated or damaged since, {} records are missing",
+                path.display(),
+                keep_lines - lines
+            );
+        }
+        if let Some(bad) = kept
+            .lines()
+            .position(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+        {
+            eprintln!(
+                "warning: {}:{}: not a JSON record (the file is damaged); kept as it is",
+                path.display(),
+                bad + 1
+            );
+        }
         write_atomic(&path, kept.as_bytes())?;
         let file = std::fs::OpenOptions::new()
             .append(true)

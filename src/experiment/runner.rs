@@ -258,6 +258,13 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     if let Some(done) = already_completed(&run_path, opts) {
         return Ok(done);
     }
+    if let Some(pid) = RunDir::live_holder(&run_path) {
+        // A live run is neither resumed nor restarted: say so before suggesting --resume.
+        return Err(Error::Locked {
+            path: run_path,
+            holder: Some(pid),
+        });
+    }
     if let Some(s) = RunDir::read_status(&run_path).filter(|_| !opts.resuming()) {
         // A run that never reached a checkpoint has nothing to resume: it starts afresh.
         if checkpoint::latest_valid(&ckpt_path, |_| {}).is_some() {
@@ -271,6 +278,8 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             });
         }
     }
+    // Every dataset the run needs is found before anything is written.
+    let sources = Sources::build(r, &opts.roots.datasets)?;
     let run = RunDir::open(run_path, ckpt_path)?;
     let resume = resume_point(r, &run, opts)?;
     let (start, metrics_lines) = resume
@@ -282,12 +291,24 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let total = stages.last().map_or(0, |s| s.end);
     let mut logger = Logger::open(&run, r, start, metrics_lines, total, &git)?;
 
-    let outcome = train(r, &stages, &run, resume, opts, &device, &mut logger);
+    let mut reached = start;
+    let outcome = train(
+        r,
+        &stages,
+        &sources,
+        &run,
+        resume,
+        opts,
+        &device,
+        &mut logger,
+        &mut reached,
+    );
     let (status, message) = match &outcome {
         Ok(o) => (o.status, None),
         Err(e) => (Status::Failed, Some(e.to_string())),
     };
-    let step = outcome.as_ref().map_or(start, |o| o.step);
+    // A failed run records the step it reached, not the one it started from.
+    let step = outcome.as_ref().map_or(reached, |o| o.step);
     run.set_status(status, step, message)?;
     logger.finish(status)?;
     outcome
@@ -367,19 +388,21 @@ fn pck(r: &Resolved, model: &TwoStage, set: &KeypointSet, tps: &Tps) -> Result<P
     )
 }
 
-/// The stages from the resume point on, then the test evaluation.
+/// The stages from the resume point on, then the test evaluation; `reached` follows the global
+/// step (what a failed run's status reports).
 #[allow(clippy::too_many_arguments)]
 fn train(
     r: &Resolved,
     stages: &[StagePlan],
+    sources: &Sources,
     run: &RunDir,
     resume: Option<(PathBuf, TrainState)>,
     opts: &RunOptions,
     device: &Device,
     logger: &mut Logger,
+    reached: &mut u64,
 ) -> Result<RunOutcome> {
     let exp = &r.experiment;
-    let sources = Sources::build(r, &opts.roots.datasets)?;
     let (mut model, mut state, mut optimizer_file) = initial_state(r, resume, &opts.roots, device)?;
     let tps_loss = Tps::new(exp.loss.tps_lambda)?;
     let tps_eval = Tps::new(exp.eval.tps_lambda)?;
@@ -410,6 +433,7 @@ fn train(
             )?;
             model = next;
             state.step += 1;
+            *reached = state.step;
             let step = state.step;
             let timing = StepTiming {
                 data_s,

@@ -25,6 +25,20 @@ use crate::geometry::Tps;
 const CALTECH_PAIRS_PER_CLASS: usize = 40;
 const CALTECH_HELD_OUT: f64 = 0.2;
 
+/// A dataset the configuration asks for under `key` cannot be read: `e`, with the key.
+fn missing_dataset(file: &Path, datasets: &Path, key: &str, name: &str, e: Error) -> Error {
+    Error::Config {
+        file: file.to_path_buf(),
+        line: None,
+        key: Some(key.into()),
+        msg: format!(
+            "{name:?}: {e} (the datasets live under {}; `make datasets` links ../shared/data \
+             there)",
+            datasets.display()
+        ),
+    }
+}
+
 /// The data of one run.
 pub struct Sources {
     r: Resolved,
@@ -42,18 +56,34 @@ pub struct Sources {
 impl Sources {
     /// Generates the embedded dataset and loads the keypoint sets (`datasets` is the folder the
     /// real datasets are linked under).
+    ///
+    /// Called before a run writes anything: a missing or damaged dataset is an error naming the
+    /// configuration key that asked for it (`data.train`, `data.validation`, `data.test`).
     pub fn build(r: &Resolved, datasets: &Path) -> Result<Self> {
         let exp = &r.experiment;
+        let keyed = |key: &'static str, name: String| {
+            move |e: Error| missing_dataset(&r.file, datasets, key, &name, e)
+        };
         let embedded = Arc::new(EmbeddedDataset::generate(EmbeddedConfig::default()));
         let validation = exp
             .data
             .validation
-            .keypoint_set(datasets, Some(&embedded), Split::Validation)?
+            .keypoint_set(datasets, Some(&embedded), Split::Validation)
+            .map_err(keyed("data.validation", exp.data.validation.name()))?
             .subset(exp.eval.max_validation_pairs);
         let test = exp
             .data
             .test
-            .keypoint_set(datasets, Some(&embedded), Split::Test)?;
+            .keypoint_set(datasets, Some(&embedded), Split::Test)
+            .map_err(keyed("data.test", exp.data.test.name()))?;
+        if exp.data.train == TrainData::Caltech101 {
+            let images = image_paths_in(&layout::caltech_101_images(datasets))
+                .map_err(keyed("data.train", "caltech-101".into()))?;
+            if images.is_empty() {
+                let e = Error::data(layout::caltech_101_images(datasets), None, "no images");
+                return Err(keyed("data.train", "caltech-101".into())(e));
+            }
+        }
         Ok(Self {
             r: r.clone(),
             datasets: datasets.to_path_buf(),

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::config::expand_sweep;
+use super::config::{expand_sweep, locate};
 use super::resolve::{Resolved, resolve};
 use super::run_dir::Status;
 use super::runner::{RunOptions, RunOutcome, run};
@@ -39,7 +39,7 @@ pub fn cells(file: &Path, overrides: &[String]) -> Result<Vec<Cell>> {
         .into_iter()
         .map(|(exp, axes)| {
             Ok(Cell {
-                resolved: resolve(&exp, file)?,
+                resolved: resolve(&exp, file).map_err(|e| locate(e, &text, overrides, &axes))?,
                 axes,
             })
         })

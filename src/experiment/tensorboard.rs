@@ -3,8 +3,10 @@
 //! Written by hand rather than with `tensorboard-rs`, whose image summaries swap dimensions and
 //! which has no HParams support. Supports scalars, PNG images, text and the HParams plugin
 //! (experiment, session start and session end), which is what TensorBoard's HParams table
-//! needs. A `SessionLog::START` at a resume step makes TensorBoard drop any events after it that a
-//! crashed process had written, so steps stay continuous without duplicates.
+//! needs. On a resume, [`forget_after`] removes from the existing files the events a crashed
+//! process wrote after its last checkpoint (the resumed run logs those steps again), so no reader
+//! sees a step twice; a `SessionLog::START` at the resume step marks the restart as well (what
+//! TensorBoard itself purges on).
 //!
 //! Protos: `tensorflow/core/util/event.proto`, `framework/summary.proto`,
 //! `tensorboard/plugins/hparams/{api,plugin_data}.proto` (field numbers as upstream).
@@ -235,6 +237,104 @@ fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The records of a TFRecord file, up to the first torn or corrupt one (a write cut short).
+fn records(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 12 {
+        let (len_bytes, after) = rest.split_at(8);
+        let len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes")) as usize;
+        let crc = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+        if crc(&after[..4]) != masked_crc(len_bytes) || after.len() < 4 + len + 4 {
+            break;
+        }
+        let data = &after[4..4 + len];
+        if crc(&after[4 + len..8 + len]) != masked_crc(data) {
+            break;
+        }
+        out.push(&rest[..16 + len]);
+        rest = &after[8 + len..];
+    }
+    out
+}
+
+/// Every summary value in the event files of `dir` as `(tag, step)`, files in name order, as a
+/// reader that does not purge on `SessionLog::START` sees them.
+pub fn summary_steps(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."))
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        for r in records(&bytes) {
+            let event = Event::decode(&r[12..r.len() - 4])
+                .map_err(|e| Error::data(&path, None, format!("undecodable event: {e}")))?;
+            if let Some(What::Summary(sum)) = event.what {
+                out.extend(
+                    sum.value
+                        .into_iter()
+                        .map(|v| (v.tag, event.step.max(0) as u64)),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Before a writer (re)starts at `step` in `dir`: rewrites the event files already there without
+/// the events after `step` (what a crashed process logged past its last checkpoint, which the
+/// resumed run logs again) and without a torn final record. With `restated`, the events at `step`
+/// and the HParams summaries go too (a new writer states them again: configuration text,
+/// hyperparameters). So no reader shows a step twice after a resume, not only TensorBoard's,
+/// which purges on `SessionLog::START`. Returns how many events were removed.
+pub fn forget_after(dir: &Path, step: u64, restated: bool) -> Result<usize> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for path in entries.flatten().map(|e| e.path()) {
+        let is_events = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."));
+        if !is_events {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let all = records(&bytes);
+        let kept: Vec<&[u8]> = all
+            .iter()
+            .copied()
+            .filter(|r| {
+                let Ok(event) = Event::decode(&r[12..r.len() - 4]) else {
+                    return false;
+                };
+                let s = event.step.max(0) as u64;
+                let hparams = matches!(&event.what, Some(What::Summary(sum))
+                    if sum.value.iter().any(|v| v.tag.starts_with("_hparams_/")));
+                match event.what {
+                    Some(What::FileVersion(_)) => true,
+                    _ if restated => s < step && !hparams,
+                    _ => s <= step,
+                }
+            })
+            .collect();
+        let whole: usize = all.iter().map(|r| r.len()).sum();
+        if kept.len() < all.len() || whole < bytes.len() {
+            removed += all.len() - kept.len();
+            crate::fsutil::write_atomic(&path, &kept.concat())?;
+        }
+    }
+    Ok(removed)
 }
 
 /// One event file.
