@@ -908,7 +908,7 @@ fn a_failed_run_reports_the_step_it_reached() {
         .output()
         .unwrap();
     assert!(
-        text(&runs).contains(&format!("FAILED")) && text(&runs).contains(&step.to_string()),
+        text(&runs).contains("FAILED") && text(&runs).contains(&step.to_string()),
         "{}",
         text(&runs)
     );
