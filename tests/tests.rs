@@ -24,6 +24,9 @@ mod golden;
 // Bad input gives errors that name the shapes, never panics.
 mod bad_input;
 
+// The bad-input corpus (tests/bad_inputs/): exit code, message, nothing written.
+mod bad_input_corpus;
+
 // Backbones, heads and models against PyTorch; weight import and records.
 mod models;
 

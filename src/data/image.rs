@@ -38,6 +38,9 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         path: path.to_path_buf(),
         reason,
     };
+    if bytes.is_empty() {
+        return Err(fail("empty file (0 bytes)".into()));
+    }
     if is_truncated_jpeg(&bytes) {
         return Err(fail(
             "truncated JPEG (no end-of-image marker after the last scan): the file was cut short"

@@ -25,7 +25,13 @@ pub fn read_points_csv(path: &Path) -> Result<Vec<(f64, f64)>> {
             }
             (Some(x), Some(y)) => points.push((x, y)),
             _ if i == 0 => {} // header
-            _ => return Err(Error::data(path, Some(i + 1), "expected `x,y`")),
+            _ => {
+                return Err(Error::data(
+                    path,
+                    Some(i + 1),
+                    format!("expected two numbers `x,y`, found {:?}", line.trim()),
+                ));
+            }
         }
     }
     Ok(points)

@@ -553,19 +553,21 @@ pub fn expand_sweep(
     let base = parse(path, text, base_overrides)?;
     let mut cells: Vec<Vec<String>> = vec![Vec::new()];
     for (key, values) in &base.sweep {
+        let dotted = format!("sweep.{key}");
+        let line = line_of_key(text, &dotted);
         let list = values.as_array().ok_or_else(|| {
             config_error(
                 path,
-                None,
-                Some(format!("sweep.{key}")),
-                "a sweep axis must be a list of values",
+                line,
+                Some(dotted.clone()),
+                format!("{values}: a sweep axis must be a list of values"),
             )
         })?;
         if list.is_empty() {
             return Err(config_error(
                 path,
-                None,
-                Some(format!("sweep.{key}")),
+                line,
+                Some(dotted),
                 "an empty sweep axis runs nothing: give at least one value or remove the axis",
             ));
         }

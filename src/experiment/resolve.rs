@@ -91,7 +91,7 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
         ("log.every", exp.log.every),
     ] {
         if v == 0 {
-            return Err(bad(file, key, "must be ≥ 1"));
+            return Err(bad(file, key, format!("{v}: must be ≥ 1")));
         }
     }
     for (key, v) in [("strong.lr", exp.strong.lr), ("weak.lr", exp.weak.lr)] {
@@ -117,7 +117,11 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
     if exp.loss.inlier == InlierCount::Hard
         && !(exp.loss.hard_radius.is_finite() && exp.loss.hard_radius > 0.0)
     {
-        return Err(bad(file, "loss.hard_radius", "must be finite and > 0"));
+        return Err(bad(
+            file,
+            "loss.hard_radius",
+            format!("{}: must be finite and > 0", exp.loss.hard_radius),
+        ));
     }
     for (key, v) in [
         ("data.validation", exp.data.validation),
