@@ -1,5 +1,5 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
-.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench \
+.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench kill-resume \
 	build-cuda check-cuda test-cuda bench-gpu
 
 NAME ?= affine_tps_soft
@@ -45,6 +45,12 @@ test: weights datasets
 
 test-grad:
 	PROPTEST_CASES=256 cargo test --release grad
+
+# Kill-and-resume loop (issue 12): 24 random SIGKILL/SIGTERM kills of the smoke experiment, each
+# resumed; every completed run must be byte-identical to an uninterrupted one. About 6 minutes.
+kill-resume:
+	cargo build --release
+	python3 tools/kill_resume.py --kills 24 --seed 1
 
 check: fmt lint test doc
 

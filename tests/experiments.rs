@@ -328,6 +328,72 @@ fn sigint_sigterm_and_sighup_write_a_checkpoint_and_mark_the_run_interrupted() {
     }
 }
 
+#[test]
+fn sigterm_during_the_final_evaluation_marks_the_run_interrupted_and_a_resume_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .arg("exp")
+        .arg(smoke())
+        .arg("--root")
+        .arg(dir.path())
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The last step (9) is checkpointed before the test evaluation (336 pairs) starts.
+    wait_for_step(dir.path(), 9);
+    let last = checkpoint_root(dir.path()).join("step-00000009/manifest.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !last.exists() {
+        assert!(std::time::Instant::now() < deadline, "no final checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let run = run_dir(dir.path());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
+    assert_eq!(
+        (s["status"].as_str(), s["step"].as_u64()),
+        (Some("INTERRUPTED"), Some(9))
+    );
+    assert!(!run.join("summary.json").exists());
+    let resumed = exp(dir.path(), &["--resume"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(
+        text(&resumed).contains("Completed at step 9"),
+        "{}",
+        text(&resumed)
+    );
+    assert!(run.join("summary.json").exists());
+}
+
+/// Waits until the run under `root` reports global step `step` or later in its status.
+fn wait_for_step(root: &Path, step: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let at = std::fs::read_dir(root.join("runs/smoke"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("status.json")).ok())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["step"].as_u64())
+            .unwrap_or(0);
+        if at >= step {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not reach step {step}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Starts a run, sends `signal` once training is under way, and checks the run stopped with a
 /// checkpoint at its current step, INTERRUPTED, exit 130.
 fn interrupted_by(signal: &str) {
@@ -350,25 +416,8 @@ fn interrupted_by(signal: &str) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until training is under way (a status with step ≥ 2), then send the signal.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let step = std::fs::read_dir(dir.path().join("runs/smoke"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("status.json")).ok())
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["step"].as_u64())
-            .unwrap_or(0);
-        if step >= 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "training did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // Wait until training is under way, then send the signal.
+    wait_for_step(dir.path(), 2);
     Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()

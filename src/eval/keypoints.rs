@@ -1,6 +1,7 @@
 //! Keypoint benchmarks in memory, and PCK of a model on them.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
@@ -119,7 +120,24 @@ pub fn evaluate(
     tps: &Tps,
     batch: usize,
 ) -> Result<PckResult> {
-    let per_pair = evaluate_pairs(
+    let all = evaluate_unless(model, set, scored, norm, alpha, tps, batch, &|| false)?;
+    Ok(all.expect("an evaluation that is never stopped finishes"))
+}
+
+/// [`evaluate`] that gives way between batches when `stop()` says so (`None`): a training run's
+/// final test evaluation yields to SIGTERM.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_unless(
+    model: &TwoStage,
+    set: &KeypointSet,
+    scored: TransformKind,
+    norm: Normalization,
+    alpha: f64,
+    tps: &Tps,
+    batch: usize,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<PckResult>> {
+    let Some(mut per_kind) = evaluate_pairs(
         model,
         set,
         &[scored],
@@ -128,14 +146,23 @@ pub fn evaluate(
         tps,
         batch,
         Procedure::BoundingBox,
-        &mut |_| {},
+        &mut |_| {
+            if stop() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
     )?
-    .remove(0);
-    Ok(PckResult {
+    else {
+        return Ok(None);
+    };
+    let per_pair = per_kind.remove(0);
+    Ok(Some(PckResult {
         model: mean_over_pairs(per_pair.iter().map(|p| p.model)).unwrap_or(0.0),
         identity: mean_over_pairs(per_pair.iter().map(|p| p.identity)).unwrap_or(0.0),
         pairs: set.pairs.len(),
-    })
+    }))
 }
 
 /// Rows of a tensor on the host.
@@ -206,7 +233,8 @@ fn predict(
 }
 
 /// Per-pair PCK (and the identity's) of each of `kinds` of `model` on `set`, one list per kind;
-/// `progress` is called after each batch with the number of pairs done.
+/// `progress` is called after each batch with the number of pairs done, and stops the evaluation
+/// (`None`) when it breaks.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_pairs(
     model: &TwoStage,
@@ -217,8 +245,8 @@ pub fn evaluate_pairs(
     tps: &Tps,
     batch: usize,
     procedure: Procedure,
-    progress: &mut dyn FnMut(usize),
-) -> Result<Vec<Vec<PairScore>>> {
+    progress: &mut dyn FnMut(usize) -> ControlFlow<()>,
+) -> Result<Option<Vec<Vec<PairScore>>>> {
     let device = model.device();
     let size = model.image_size;
     let input = |path: &Path| set.images[path].network_input(size, norm, &device);
@@ -234,9 +262,11 @@ pub fn evaluate_pairs(
             }
         }
         done += chunk.len();
-        progress(done);
+        if progress(done).is_break() {
+            return Ok(None);
+        }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// PCK of one pair for a prediction and for the identity, under a procedure: keypoints in the

@@ -29,7 +29,7 @@ use super::sources::Sources;
 use super::stage::{StagePlan, configure, plan};
 use super::step::optimize;
 use crate::error::{Error, Result};
-use crate::eval::keypoints::{KeypointSet, PckResult, evaluate};
+use crate::eval::keypoints::{KeypointSet, PckResult, evaluate, evaluate_unless};
 use crate::geometry::Tps;
 use crate::model::TwoStage;
 use crate::weights;
@@ -477,7 +477,21 @@ fn train(
             }
         }
     }
-    let result = pck(r, &model, &sources.test, &tps_eval)?;
+    // The last checkpoint holds the final step; SIGTERM during the test evaluation stops it, and
+    // a resume runs it again.
+    let Some(result) = evaluate_unless(
+        &model.valid(),
+        &sources.test,
+        exp.model.transform,
+        r.normalization(),
+        exp.eval.alpha,
+        &tps_eval,
+        8,
+        &|| opts.interrupted(),
+    )?
+    else {
+        return Ok(outcome(run, Status::Interrupted, state.step, None));
+    };
     logger.test(state.step, result.model)?;
     write_summary(r, run, &state, &result, opts)?;
     let test = TestScore {

@@ -48,8 +48,12 @@ pub fn evaluate(
         &tps,
         8,
         procedure,
-        &mut |done| progress(done, n),
-    )?;
+        &mut |done| {
+            progress(done, n);
+            std::ops::ControlFlow::Continue(())
+        },
+    )?
+    .expect("an evaluation that never breaks finishes");
     let mut results = serde_json::Map::new();
     let mut identity = None;
     for (name, pairs) in ["aff", "aff_tps"].into_iter().zip(&per_kind) {
