@@ -493,3 +493,49 @@ fn tss_metric_reproduces_the_kit_scores() {
     }
     println!("TSS parity: max |ours − kit| over 3 subsets × 6 rows × 50 thresholds = {worst:.2e}");
 }
+
+#[test]
+fn a_pf_willow_class_with_a_missing_image_is_reported() {
+    let Some(willow) = dataset_dir("pf-willow") else {
+        return;
+    };
+    // A copy of PF-WILLOW whose car(G) lacks one image and its keypoints.
+    let dir = tempfile::tempdir().unwrap();
+    let classes = dir.path().join("pf-willow/PF-dataset");
+    std::fs::create_dir_all(&classes).unwrap();
+    for class in pf::WILLOW_CLASSES {
+        let from = willow.join("PF-dataset").join(class);
+        if class != "car(G)" {
+            std::os::unix::fs::symlink(&from, classes.join(class)).unwrap();
+            continue;
+        }
+        let to = classes.join(class);
+        std::fs::create_dir(&to).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(&from)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        let dropped = files[0].file_stem().unwrap().to_owned();
+        for f in files.iter().filter(|f| f.file_stem().unwrap() != dropped) {
+            std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weakalign"))
+        .args(["data", "willow-csv", "--root"])
+        .arg(dir.path().join("pf-willow"))
+        .arg("--out")
+        .arg(dir.path().join("pairs.csv"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("car(G)") && text.contains("9 images where PF-WILLOW has 10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("72 pairs of this class instead of 90"),
+        "{text}"
+    );
+}

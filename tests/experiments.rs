@@ -834,7 +834,7 @@ fn out_of_range_cli_values_are_usage_errors_naming_the_flag() {
 }
 
 #[test]
-fn unfinished_checkpoint_writes_are_removed_when_the_run_starts_again() {
+fn unfinished_writes_are_removed_when_the_run_starts_again() {
     let dir = tempfile::tempdir().unwrap();
     let first = exp(dir.path(), &[]);
     assert!(first.status.success(), "{}", text(&first));
@@ -843,11 +843,18 @@ fn unfinished_checkpoint_writes_are_removed_when_the_run_starts_again() {
     std::fs::create_dir(&leftover).unwrap();
     std::fs::write(leftover.join("model.bpk"), vec![0u8; 1 << 16]).unwrap();
     let run = run_dir(dir.path());
+    // And a status write a kill cut short.
+    let half_written = run.join("status.json.tmp-999999");
+    std::fs::write(&half_written, b"{\"status\": \"RUN").unwrap();
     let again = exp(dir.path(), &["--resume", run.to_str().unwrap()]);
     assert!(again.status.success(), "{}", text(&again));
-    assert!(!leftover.exists(), "{}", text(&again));
     assert!(
-        text(&again).contains("removed 1 unfinished checkpoint write"),
+        !leftover.exists() && !half_written.exists(),
+        "{}",
+        text(&again)
+    );
+    assert!(
+        text(&again).contains("removed 2 unfinished write(s)"),
         "{}",
         text(&again)
     );

@@ -2,8 +2,9 @@
 """Kill-and-resume loop: trains the smoke experiment while killing it at random moments
 (SIGKILL and SIGTERM mixed: during training, inside checkpoint writes, during evaluation, during
 start-up and during the resumes themselves), resuming with `--resume` after each kill, and checks
-that every run that completes ends byte-identical to one that was never interrupted: the final
-checkpoint's model.bpk, optimizer.bin and state.json, metrics.jsonl, and the test PCK.
+that every run that completes ends byte-identical to one that was never interrupted (the final
+checkpoint's model.bpk, optimizer.bin and state.json, metrics.jsonl, and the test PCK) with no
+temporary file left behind.
 
 usage: python3 tools/kill_resume.py [--kills 24] [--seed 1] [--bin target/release/weakalign]
 (`make kill-resume`). Prints one line per kill and a summary; exits 1 if any check fails.
@@ -114,6 +115,10 @@ def main():
                     break
             got = fingerprint(root) if code == 0 else None
             same = got == reference
+            leftovers = [os.path.join(d, n) for d, dirs, files in os.walk(root)
+                         for n in dirs + files if ".tmp-" in n]
+            if leftovers:
+                failures.append(f"trial {len(trials)}: temporary files left: {leftovers}")
             trials.append({"kills": trial_kills, "launches": launches, "identical": same})
             print(f"trial {len(trials) - 1}: {len(trial_kills)} kills, {launches} launches, "
                   f"{'identical to the uninterrupted run' if same else 'DIFFERS'}")

@@ -463,10 +463,18 @@ pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<Experiment
 
 /// Applies one `a.b.c=value` override and returns its key; the key must exist in the defaults.
 pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Result<String> {
-    let (key, raw) = item
-        .split_once('=')
-        .ok_or_else(|| config_error(path, None, Some(item.into()), "--set expects key=value"))?;
+    let (key, raw) = item.split_once('=').ok_or_else(|| {
+        config_error(path, None, None, format!("--set {item}: expects KEY=VALUE"))
+    })?;
     let key = key.trim();
+    if key.is_empty() {
+        return Err(config_error(
+            path,
+            None,
+            None,
+            format!("--set {item}: the key is empty (expects KEY=VALUE)"),
+        ));
+    }
     let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
         Ok(mut t) => t.remove("v").expect("parsed key"),
         Err(_) => toml::Value::String(raw.trim().to_string()),

@@ -71,6 +71,23 @@ impl StatusFile {
     }
 }
 
+/// Removes the temporary files of atomic writes that never finished (see
+/// [`crate::fsutil::temporary_sibling`]) from a run directory and its event folders; called by the
+/// process that holds the run's lock. Returns how many it removed.
+fn remove_temporary_files(run: &Path) -> usize {
+    let is_temporary = |name: &str| {
+        name.rsplit_once(".tmp-")
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    };
+    ["", "train", "valid", "info"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(run.join(sub)).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| is_temporary(&e.file_name().to_string_lossy()))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// An open run directory holding its lock.
 pub struct RunDir {
     /// `runs/<experiment>/<hash>`.
@@ -95,11 +112,12 @@ impl RunDir {
             {
                 Ok(mut f) => {
                     write!(f, "{}", std::process::id()).map_err(|e| Error::io(&lock, e))?;
-                    let removed = super::checkpoint::remove_unfinished(&checkpoints);
+                    let removed = super::checkpoint::remove_unfinished(&checkpoints)
+                        + remove_temporary_files(&path);
                     if removed > 0 {
                         eprintln!(
-                            "{}: removed {removed} unfinished checkpoint write(s)",
-                            checkpoints.display()
+                            "{}: removed {removed} unfinished write(s) of an earlier process",
+                            path.display()
                         );
                     }
                     return Ok(Self {
