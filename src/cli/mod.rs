@@ -14,6 +14,7 @@ pub mod runs;
 use clap::{Parser, Subcommand};
 
 use crate::error::exit_code;
+use crate::experiment::resolve::rule;
 
 /// weakalign: end-to-end weakly-supervised semantic alignment.
 #[derive(Debug, Parser)]
@@ -93,20 +94,10 @@ fn choice<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, String> {
 
 /// A clap value parser for a PCK threshold: finite, in (0, 1] (as `eval.alpha` in files).
 fn pck_alpha(text: &str) -> Result<f64, String> {
-    let v: f64 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
-    if v.is_finite() && v > 0.0 && v <= 1.0 {
-        Ok(v)
-    } else {
-        Err(format!("{text}: must be in (0, 1]"))
-    }
+    rule::fraction(text.parse().map_err(|e| format!("{text:?}: {e}"))?)
 }
 
 /// A clap value parser for a TPS regularization λ: finite, ≥ 0 (as `eval.tps_lambda` in files).
 fn tps_lambda(text: &str) -> Result<f64, String> {
-    let v: f64 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
-    if v.is_finite() && v >= 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("{text}: must be finite and ≥ 0"))
-    }
+    rule::non_negative(text.parse().map_err(|e| format!("{text:?}: {e}"))?)
 }

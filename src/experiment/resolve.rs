@@ -42,6 +42,34 @@ impl Resolved {
     }
 }
 
+/// The range rules that experiment files, `--set` and the command-line flags share (one place:
+/// a value is refused the same way wherever it comes from). Each returns the value, or the
+/// message: the value and the rule.
+pub mod rule {
+    /// Finite and in (0, 1] (a PCK threshold α).
+    pub fn fraction(v: f64) -> Result<f64, String> {
+        check(v, v.is_finite() && v > 0.0 && v <= 1.0, "must be in (0, 1]")
+    }
+
+    /// Finite and ≥ 0 (a TPS λ, a random-transform range).
+    pub fn non_negative(v: f64) -> Result<f64, String> {
+        check(v, v.is_finite() && v >= 0.0, "must be finite and ≥ 0")
+    }
+
+    /// Finite and > 0 (a learning rate, a radius).
+    pub fn positive(v: f64) -> Result<f64, String> {
+        check(v, v.is_finite() && v > 0.0, "must be finite and > 0")
+    }
+
+    fn check(v: f64, ok: bool, rule: &str) -> Result<f64, String> {
+        if ok {
+            Ok(v)
+        } else {
+            Err(format!("{v}: {rule}"))
+        }
+    }
+}
+
 fn bad(file: &Path, key: &str, msg: impl Into<String>) -> Error {
     Error::Config {
         file: file.to_path_buf(),
@@ -70,9 +98,7 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
         ("strong.random_alpha", exp.strong.random_alpha),
         ("strong.tps_range", exp.strong.tps_range),
     ] {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(bad(file, key, format!("{v}: must be finite and ≥ 0")));
-        }
+        rule::non_negative(v).map_err(|m| bad(file, key, m))?;
     }
     let s = exp.model.image_size;
     if !s.is_multiple_of(16) || exp.model.backbone.feature_size(s) < 11 {
@@ -95,33 +121,17 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
         }
     }
     for (key, v) in [("strong.lr", exp.strong.lr), ("weak.lr", exp.weak.lr)] {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(bad(file, key, format!("{v}: must be finite and > 0")));
-        }
+        rule::positive(v).map_err(|m| bad(file, key, m))?;
     }
-    if !(exp.eval.alpha > 0.0 && exp.eval.alpha <= 1.0) {
-        return Err(bad(
-            file,
-            "eval.alpha",
-            format!("{}: must be in (0, 1]", exp.eval.alpha),
-        ));
-    }
+    rule::fraction(exp.eval.alpha).map_err(|m| bad(file, "eval.alpha", m))?;
     for (key, v) in [
         ("loss.tps_lambda", exp.loss.tps_lambda),
         ("eval.tps_lambda", exp.eval.tps_lambda),
     ] {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(bad(file, key, format!("{v}: must be finite and ≥ 0")));
-        }
+        rule::non_negative(v).map_err(|m| bad(file, key, m))?;
     }
-    if exp.loss.inlier == InlierCount::Hard
-        && !(exp.loss.hard_radius.is_finite() && exp.loss.hard_radius > 0.0)
-    {
-        return Err(bad(
-            file,
-            "loss.hard_radius",
-            format!("{}: must be finite and > 0", exp.loss.hard_radius),
-        ));
+    if exp.loss.inlier == InlierCount::Hard {
+        rule::positive(exp.loss.hard_radius).map_err(|m| bad(file, "loss.hard_radius", m))?;
     }
     for (key, v) in [
         ("data.validation", exp.data.validation),
