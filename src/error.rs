@@ -94,12 +94,12 @@ pub enum Error {
         loss: f64,
     },
     /// A run directory is held by another live process.
-    #[error("{} is locked {}: wait for it to finish or stop it (it checkpoints on SIGTERM); if no weakalign process is running there (a PID reused after a crash), delete {}", path.display(), holder.map_or("(its lock could not be taken)".to_string(), |pid| format!("by running process {pid}")), path.join("LOCK").display())]
+    #[error("{} is locked {}: wait for it to finish or stop it (it checkpoints on SIGTERM); if no weakalign process is running there (a PID reused after a crash), delete {}", path.display(), holder.as_ref().map_or("(its lock could not be taken)".to_string(), |pid| format!("by running process {pid}")), path.join("LOCK").display())]
     Locked {
         /// The run directory.
         path: std::path::PathBuf,
-        /// The process holding it, when known.
-        holder: Option<u32>,
+        /// The process holding it (`PID`, or `PID on HOST` for another cluster node), when known.
+        holder: Option<String>,
     },
     /// A run cannot be continued or restarted as asked (it exists and needs `--resume`, or its
     /// configuration changed since the checkpoint).

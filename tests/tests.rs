@@ -35,3 +35,6 @@ mod data;
 
 // Experiments: configs, runner, resume, TensorBoard, checkpoints.
 mod experiments;
+
+// Sweeps through a real Slurm (tools/slurm_local.sh): job arrays, requeue, resubmission.
+mod slurm;

@@ -1,7 +1,7 @@
 //! `weakalign exp FILE`: run an experiment (each cell of its sweep), or print its resolved
 //! configuration.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,7 +10,8 @@ use clap::Args;
 
 use crate::device::DeviceChoice;
 use crate::error::exit_code;
-use crate::experiment::config::Roots;
+use crate::experiment::config::{LauncherSection, Roots};
+use crate::experiment::launcher::{self, SlurmJob};
 use crate::experiment::runner::RunOptions;
 use crate::experiment::sweep::{Cell, Event, cells, run_cells};
 
@@ -41,6 +42,121 @@ pub struct ExpArgs {
     /// Test hook: abort the process without any cleanup right after this global step (a crash).
     #[arg(long, hide = true, value_name = "STEP")]
     pub crash_after_step: Option<u64>,
+    /// Run only this cell of the sweep: its index (0-based, as `--dry-run` lists them) or its
+    /// configuration hash. What each Slurm array task runs.
+    #[arg(long, value_name = "INDEX|HASH")]
+    pub cell: Option<String>,
+    /// Where the cells run: `local` (here, one after another) or `slurm` (one job array, a task
+    /// per cell not yet complete; with --dry-run the script is written, not submitted).
+    #[arg(long, value_enum, default_value = "local")]
+    pub launcher: Launcher,
+    /// Slurm partition (`[launcher] partition`).
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// GPUs per Slurm task (`[launcher] gpus_per_task`).
+    #[arg(long)]
+    pub gpus_per_task: Option<u32>,
+    /// CPUs per Slurm task, also its thread count (`[launcher] cpus_per_task`).
+    #[arg(long)]
+    pub cpus_per_task: Option<u32>,
+    /// Time limit per Slurm task, e.g. `04:00:00` (`[launcher] time`); tasks checkpoint and
+    /// requeue shortly before it.
+    #[arg(long, value_name = "HH:MM:SS")]
+    pub time: Option<String>,
+    /// At most this many Slurm tasks at once (`[launcher] max_parallel`).
+    #[arg(long, value_name = "K")]
+    pub max_parallel: Option<u32>,
+}
+
+/// Where `weakalign exp` runs the cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Launcher {
+    /// Here, one after another.
+    Local,
+    /// A Slurm job array.
+    Slurm,
+}
+
+/// The cell `--cell` names (index or hash) out of `cells`.
+fn select(cells: Vec<Cell>, wanted: &str) -> Result<Vec<Cell>> {
+    let n = cells.len();
+    let found = match wanted.parse::<usize>() {
+        Ok(i) if wanted.len() < 16 => cells.into_iter().nth(i),
+        _ => cells.into_iter().find(|c| c.resolved.hash == wanted),
+    };
+    match found {
+        Some(cell) => Ok(vec![cell]),
+        None => bail!(
+            "--cell {wanted}: no such cell (the sweep has {n}: indices 0–{}, or a configuration \
+             hash as `--dry-run` prints)",
+            n.saturating_sub(1)
+        ),
+    }
+}
+
+/// Writes the sweep's sbatch script under `runs/<name>/slurm/` and submits it (not with
+/// `--dry-run`).
+fn launch_slurm(args: &ExpArgs, cells: &[Cell], overrides: &[String]) -> Result<i32> {
+    let absolute = |p: &Path| -> Result<PathBuf> { Ok(std::path::absolute(p)?) };
+    let root = absolute(&args.root)?;
+    let roots = Roots::under(&root);
+    let (indices, skipped) = launcher::pending(cells, &roots);
+    for s in &skipped {
+        println!("{s}: not submitted");
+    }
+    if indices.is_empty() {
+        println!("nothing to submit: every cell is complete or running");
+        return Ok(0);
+    }
+    let file_options = &cells[0].resolved.experiment.launcher;
+    let options = LauncherSection {
+        partition: args.partition.clone().or(file_options.partition.clone()),
+        gpus_per_task: args.gpus_per_task.or(file_options.gpus_per_task),
+        cpus_per_task: args.cpus_per_task.or(file_options.cpus_per_task),
+        time: args.time.clone().or(file_options.time.clone()),
+        max_parallel: args.max_parallel.or(file_options.max_parallel),
+    };
+    if let Some(t) = &options.time {
+        crate::experiment::resolve::rule::slurm_time(t)
+            .map_err(|m| anyhow::anyhow!("--time {m}"))?;
+    }
+    if let Some(p) = &options.partition {
+        crate::experiment::resolve::rule::slurm_name(p)
+            .map_err(|m| anyhow::anyhow!("--partition {m}"))?;
+    }
+    let job = SlurmJob {
+        binary: std::env::current_exe()?,
+        file: absolute(&args.file)?,
+        root,
+        overrides: overrides.to_vec(),
+        options,
+    };
+    let name = &cells[0].resolved.experiment.name;
+    let folder = roots.runs.join(name).join("slurm");
+    let stamp = crate::experiment::run_dir::unix_now();
+    let path = folder.join(format!("sweep-{stamp}.sbatch"));
+    let text = launcher::script(&job, name, &indices, &folder);
+    crate::fsutil::write_atomic(&path, text.as_bytes())?;
+    let cells_list = indices
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    if args.dry_run {
+        println!(
+            "wrote {} (cells {cells_list}); not submitted (--dry-run)",
+            path.display()
+        );
+        return Ok(0);
+    }
+    let id = launcher::submit(&path)?;
+    println!(
+        "submitted job {id}: {} task(s), cells {cells_list}; script {}; logs {}/{id}_<cell>.out",
+        indices.len(),
+        path.display(),
+        folder.display()
+    );
+    Ok(0)
 }
 
 /// The resolved configuration of each cell, as `--dry-run` prints it.
@@ -112,11 +228,20 @@ pub fn run(args: ExpArgs) -> Result<i32> {
     if let Some(device) = args.device {
         overrides.push(format!("device=\"{device}\""));
     }
-    let cells = cells(&args.file, &overrides)?;
+    let mut cells = cells(&args.file, &overrides)?;
     let warnings: std::collections::BTreeSet<&String> =
         cells.iter().flat_map(|c| &c.resolved.warnings).collect();
     for w in warnings {
         eprintln!("warning: {}: {w}", args.file.display());
+    }
+    if args.launcher == Launcher::Slurm {
+        if args.cell.is_some() {
+            bail!("--cell runs one cell here: it does not combine with --launcher slurm");
+        }
+        return launch_slurm(&args, &cells, &overrides);
+    }
+    if let Some(wanted) = &args.cell {
+        cells = select(cells, wanted)?;
     }
     if args.dry_run {
         cells.iter().for_each(print_cell);

@@ -15,6 +15,26 @@ pub struct RunsArgs {
     pub runs: PathBuf,
 }
 
+/// `  slurm JOB_TASK (job J, restart R)` for a run a Slurm array task wrote (its `slurm.json`).
+fn slurm_ids(dir: &std::path::Path) -> String {
+    let Some(ids) = std::fs::read_to_string(dir.join("slurm.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return String::new();
+    };
+    let field = |k: &str| ids[k].as_str().map(str::to_string);
+    let task = match (field("array_job_id"), field("array_task_id")) {
+        (Some(a), Some(t)) => format!("{a}_{t}"),
+        _ => field("job_id").unwrap_or_default(),
+    };
+    format!(
+        "  slurm {task} (job {}, restart {})",
+        field("job_id").unwrap_or_default(),
+        field("restart_count").unwrap_or_else(|| "0".into())
+    )
+}
+
 /// Runs `weakalign runs`.
 pub fn run(args: RunsArgs) -> Result<i32> {
     let found = find_runs(&args.runs);
@@ -28,10 +48,11 @@ pub fn run(args: RunsArgs) -> Result<i32> {
             .and_then(|s| s["test_pck"].as_f64())
             .map_or(String::new(), |v| format!("  test PCK {v:.4}"));
         println!(
-            "{:<12} step {:>6}  {}{pck}",
+            "{:<12} step {:>6}  {}{pck}{}",
             r.status,
             r.step,
-            r.dir.display()
+            r.dir.display(),
+            slurm_ids(&r.dir)
         );
     }
     Ok(0)

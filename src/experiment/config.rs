@@ -54,6 +54,33 @@ pub struct Experiment {
     pub log: LogSection,
     /// Sweep axes: dotted keys → lists of values (each combination is one run).
     pub sweep: toml::Table,
+    /// Where `weakalign exp --launcher slurm` sends the sweep (left out of the resolved file
+    /// when unset, and always out of the hash: where a run executes does not change it).
+    #[serde(skip_serializing_if = "LauncherSection::is_unset")]
+    pub launcher: LauncherSection,
+}
+
+/// `[launcher]`: Slurm options for `weakalign exp --launcher slurm` (its flags override them).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LauncherSection {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--gpus-per-task`.
+    pub gpus_per_task: Option<u32>,
+    /// `--cpus-per-task` (also the task's `RAYON_NUM_THREADS`).
+    pub cpus_per_task: Option<u32>,
+    /// `--time`: the task's time limit, Slurm's format (`MM`, `HH:MM:SS`, `D-HH:MM:SS`, ...).
+    pub time: Option<String>,
+    /// `--max-parallel`: at most this many array tasks at once (`%K`).
+    pub max_parallel: Option<u32>,
+}
+
+impl LauncherSection {
+    /// Nothing set.
+    pub fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `[model]`.
@@ -321,6 +348,7 @@ impl Default for Experiment {
             checkpoint: CheckpointSection::default(),
             log: LogSection::default(),
             sweep: toml::Table::new(),
+            launcher: LauncherSection::default(),
         }
     }
 }
@@ -482,6 +510,13 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
     // Every key, including those the defaults leave out of files (`device`).
     let all_keys = Experiment {
         device: DeviceChoice::Cuda(0),
+        launcher: LauncherSection {
+            partition: Some(String::new()),
+            gpus_per_task: Some(0),
+            cpus_per_task: Some(0),
+            time: Some(String::new()),
+            max_parallel: Some(0),
+        },
         ..Experiment::default()
     };
     let defaults = toml::Table::try_from(all_keys).expect("defaults serialize");
@@ -528,14 +563,15 @@ impl Experiment {
         toml::to_string(self).expect("experiments serialize")
     }
 
-    /// Canonical hash of the resolved configuration (without `name`, `description` and `sweep`),
-    /// 16 hex digits of SHA-256.
+    /// Canonical hash of the resolved configuration (without `name`, `description`, `sweep` and
+    /// `launcher`), 16 hex digits of SHA-256.
     pub fn hash(&self) -> String {
         use sha2::Digest;
         let mut canonical = self.clone();
         canonical.name.clear();
         canonical.description.clear();
         canonical.sweep = toml::Table::new();
+        canonical.launcher = LauncherSection::default();
         let text = toml::to_string(&canonical).expect("experiments serialize");
         let digest = sha2::Sha256::digest(text.as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()

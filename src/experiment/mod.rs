@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod compare;
 pub mod config;
+pub mod launcher;
 pub mod logger;
 pub mod param_ids;
 pub mod resolve;

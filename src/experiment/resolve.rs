@@ -61,6 +61,30 @@ pub mod rule {
         check(v, v.is_finite() && v > 0.0, "must be finite and > 0")
     }
 
+    /// A Slurm time limit: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M` or `D-H:M:S`.
+    pub fn slurm_time(t: &str) -> Result<(), String> {
+        let re = regex::Regex::new(r"^(\d+-)?\d+(:\d{1,2}){0,2}$").expect("valid regex");
+        if re.is_match(t) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{t:?}: not a Slurm time limit (e.g. 04:00:00 or 1-12:00:00)"
+            ))
+        }
+    }
+
+    /// A Slurm partition name: letters, digits, `_`, `-`, `.` (comma-separated).
+    pub fn slurm_name(p: &str) -> Result<(), String> {
+        let ok = !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.,".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{p:?}: not a Slurm partition name"))
+        }
+    }
+
     fn check(v: f64, ok: bool, rule: &str) -> Result<f64, String> {
         if ok {
             Ok(v)
@@ -132,6 +156,12 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
     }
     if exp.loss.inlier == InlierCount::Hard {
         rule::positive(exp.loss.hard_radius).map_err(|m| bad(file, "loss.hard_radius", m))?;
+    }
+    if let Some(t) = &exp.launcher.time {
+        rule::slurm_time(t).map_err(|m| bad(file, "launcher.time", m))?;
+    }
+    if let Some(p) = &exp.launcher.partition {
+        rule::slurm_name(p).map_err(|m| bad(file, "launcher.partition", m))?;
     }
     for (key, v) in [
         ("data.validation", exp.data.validation),

@@ -36,6 +36,9 @@ pub struct StatusFile {
     pub heartbeat: u64,
     /// Why it failed, if it did.
     pub message: Option<String>,
+    /// Host name of the writer (runs on a cluster share the filesystem, not the process table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Seconds without a heartbeat after which a RUNNING run counts as crashed.
@@ -52,15 +55,31 @@ fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether the writer of a heartbeat is alive: on this host, its process exists and the
+/// heartbeat is recent; on another host (a cluster node), the heartbeat is recent.
+fn writer_alive(pid: u32, host: Option<&str>, heartbeat: u64) -> bool {
+    let recent = unix_now().saturating_sub(heartbeat) <= HEARTBEAT_TIMEOUT;
+    match host {
+        Some(h) if h != host_name() => recent,
+        _ => process_alive(pid) && recent,
+    }
+}
+
 impl StatusFile {
     /// The status as a person should read it: a RUNNING run whose process is gone or whose
     /// heartbeat is stale is CRASHED.
     pub fn display(&self) -> &'static str {
         match self.status {
-            Status::Running
-                if !process_alive(self.pid)
-                    || unix_now().saturating_sub(self.heartbeat) > HEARTBEAT_TIMEOUT =>
-            {
+            Status::Running if !writer_alive(self.pid, self.host.as_deref(), self.heartbeat) => {
                 "CRASHED"
             }
             Status::Running => "RUNNING",
@@ -111,7 +130,8 @@ impl RunDir {
                 .open(&lock)
             {
                 Ok(mut f) => {
-                    write!(f, "{}", std::process::id()).map_err(|e| Error::io(&lock, e))?;
+                    write!(f, "{} {}", std::process::id(), host_name())
+                        .map_err(|e| Error::io(&lock, e))?;
                     let removed = super::checkpoint::remove_unfinished(&checkpoints)
                         + remove_temporary_files(&path);
                     if removed > 0 {
@@ -141,14 +161,22 @@ impl RunDir {
         Err(Error::Locked { path, holder: None })
     }
 
-    /// The live process holding the lock of the run at `path`, if any (not this one).
-    pub fn live_holder(path: &Path) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(path.join("LOCK"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        (process_alive(pid) && pid != std::process::id()).then_some(pid)
+    /// The live process holding the lock of the run at `path`, if any (not this one), as
+    /// `PID` or `PID on HOST`. The lock file holds `PID HOST`; a holder on another host (a
+    /// cluster node) counts as live while the run's heartbeat is recent.
+    pub fn live_holder(path: &Path) -> Option<String> {
+        let text = std::fs::read_to_string(path.join("LOCK")).ok()?;
+        let mut words = text.split_whitespace();
+        let pid: u32 = words.next()?.parse().ok()?;
+        let host = words.next().filter(|h| *h != host_name());
+        match host {
+            None if pid == std::process::id() || !process_alive(pid) => None,
+            None => Some(pid.to_string()),
+            Some(h) => {
+                let heartbeat = RunDir::read_status(path).map_or(0, |s| s.heartbeat);
+                writer_alive(pid, Some(h), heartbeat).then(|| format!("{pid} on {h}"))
+            }
+        }
     }
 
     /// Writes `status.json` atomically.
@@ -159,6 +187,7 @@ impl RunDir {
             pid: std::process::id(),
             heartbeat: unix_now(),
             message,
+            host: Some(host_name()),
         };
         write_atomic(
             &self.path.join("status.json"),

@@ -258,11 +258,11 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     if let Some(done) = already_completed(&run_path, opts) {
         return Ok(done);
     }
-    if let Some(pid) = RunDir::live_holder(&run_path) {
+    if let Some(holder) = RunDir::live_holder(&run_path) {
         // A live run is neither resumed nor restarted: say so before suggesting --resume.
         return Err(Error::Locked {
             path: run_path,
-            holder: Some(pid),
+            holder: Some(holder),
         });
     }
     if let Some(s) = RunDir::read_status(&run_path).filter(|_| !opts.resuming()) {
@@ -286,6 +286,12 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         .as_ref()
         .map_or((0, 0), |(_, s)| (s.step, s.metrics_lines));
     let git = write_provenance(r, &run)?;
+    if let Some(ids) = super::launcher::task_ids() {
+        run.write(
+            "slurm.json",
+            &serde_json::to_string_pretty(&ids).expect("JSON values"),
+        )?;
+    }
     run.set_status(Status::Running, start, None)?;
     let stages = plan(r);
     let total = stages.last().map_or(0, |s| s.end);
@@ -487,7 +493,11 @@ fn train(
         exp.eval.alpha,
         &tps_eval,
         8,
-        &|| opts.interrupted(),
+        &|| {
+            // The evaluation can outlast the heartbeat timeout: keep the run visibly alive.
+            let _ = run.set_status(Status::Running, state.step, None);
+            opts.interrupted()
+        },
     )?
     else {
         return Ok(outcome(run, Status::Interrupted, state.step, None));
