@@ -1021,3 +1021,31 @@ fn a_resume_reports_a_truncated_metrics_file_and_tensorboard_never_shows_a_step_
         }
     }
 }
+
+#[test]
+fn a_run_locked_on_another_node_counts_as_live_while_its_heartbeat_is_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = exp(dir.path(), &["--crash-after-step", "5"]);
+    assert!(!crashed.status.success());
+    let run = run_dir(dir.path());
+    std::fs::write(run.join("LOCK"), "4242 some-other-node").unwrap();
+    let status = |heartbeat: u64| {
+        let s = serde_json::json!({"status": "RUNNING", "step": 5, "pid": 4242,
+            "heartbeat": heartbeat, "message": null, "host": "some-other-node"});
+        std::fs::write(run.join("status.json"), s.to_string()).unwrap();
+    };
+    let now = weakalign::experiment::run_dir::unix_now();
+    status(now);
+    let out = exp(dir.path(), &["--resume"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("4242 on some-other-node"),
+        "{}",
+        text(&out)
+    );
+    // Its heartbeat stopped (a dead task): the run is taken over and resumed.
+    status(now - 3600);
+    let out = exp(dir.path(), &["--resume"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("(step 4)"), "{}", text(&out));
+}

@@ -252,3 +252,56 @@ fn a_requeued_slurm_task_resumes_and_ends_identical_to_an_uninterrupted_run() {
     .unwrap();
     assert_eq!(slurm["restart_count"], "1", "{slurm}");
 }
+
+#[test]
+fn launcher_options_come_from_the_file_flags_override_them_and_the_hash_ignores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = experiment(dir.path(), "launch_opts", "");
+    let with = dir.path().join("with_launcher.toml");
+    std::fs::write(
+        &with,
+        std::fs::read_to_string(&plain).unwrap()
+            + "\n[launcher]\npartition = \"gpu\"\ntime = \"01:00:00\"\ncpus_per_task = 4\n",
+    )
+    .unwrap();
+    let hash = |file: &Path| {
+        let out = exp(file, dir.path(), &["--dry-run"]);
+        text(&out).split("hash ").nth(1).unwrap()[..16].to_string()
+    };
+    assert_eq!(
+        hash(&plain),
+        hash(&with),
+        "[launcher] must not change the hash"
+    );
+    let out = exp(
+        &with,
+        dir.path(),
+        &["--launcher", "slurm", "--dry-run", "--time", "02:00:00"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let script = std::fs::read_dir(dir.path().join("runs/launch_opts/slurm"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .next()
+        .unwrap();
+    for line in [
+        "#SBATCH --partition=gpu",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --time=02:00:00",
+        "#SBATCH --array=0",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=B:USR1@120",
+        "--cell \"$SLURM_ARRAY_TASK_ID\" --resume",
+    ] {
+        assert!(script.contains(line), "{line:?} missing from\n{script}");
+    }
+    // A bad time limit is refused naming the flag, and nothing is written for it.
+    let bad = exp(
+        &with,
+        dir.path(),
+        &["--launcher", "slurm", "--dry-run", "--time", "soon"],
+    );
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("--time \"soon\""), "{}", text(&bad));
+}
