@@ -1,7 +1,8 @@
 //! Sweeps through a real Slurm (a single-node cluster: `tools/slurm_local.sh start`): a 2 × 2
 //! smoke sweep submitted as a job array completes with the same per-cell results as the same
 //! sweep run here, byte for byte; a task requeued mid-run (`scontrol requeue`: SIGTERM, then a
-//! new start) resumes from its checkpoint and ends byte-identical to an uninterrupted run; cells
+//! new start) or signalled at its time limit (SIGUSR1 to the batch shell, which checkpoints and
+//! requeues) resumes from its checkpoint and ends byte-identical to an uninterrupted run; cells
 //! completed earlier are not submitted again. Skipped with a message where no Slurm answers,
 //! except in CI running as root, which must start one.
 
@@ -181,6 +182,26 @@ fn a_slurm_sweep_matches_the_local_sweep_and_completed_cells_are_not_resubmitted
 
 #[test]
 fn a_requeued_slurm_task_resumes_and_ends_identical_to_an_uninterrupted_run() {
+    // Preemption or an operator: `scontrol requeue` (SIGTERM to the task, then a new start).
+    requeued_task_ends_identical(|id| vec!["scontrol".into(), "requeue".into(), format!("{id}_0")]);
+}
+
+#[test]
+fn a_task_at_its_time_limit_checkpoints_requeues_itself_and_ends_identical() {
+    // What `--signal=B:USR1@120` sends before the limit: the batch shell checkpoints and requeues.
+    requeued_task_ends_identical(|id| {
+        vec![
+            "scancel".into(),
+            "--batch".into(),
+            "--signal=USR1".into(),
+            format!("{id}_0"),
+        ]
+    });
+}
+
+/// Submits a one-cell run, interrupts it mid-training with the command `interrupt(job id)`, and
+/// checks it resumed after the requeue and ended byte-identical to an uninterrupted local run.
+fn requeued_task_ends_identical(interrupt: impl Fn(&str) -> Vec<String>) {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     if !slurm_up() {
         return;
@@ -216,11 +237,12 @@ fn a_requeued_slurm_task_resumes_and_ends_identical_to_an_uninterrupted_run() {
         assert!(Instant::now() < deadline, "the task did not start training");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let requeue = Command::new("scontrol")
-        .args(["requeue", &format!("{id}_0")])
+    let command = interrupt(&id);
+    let requeue = Command::new(&command[0])
+        .args(&command[1..])
         .output()
         .unwrap();
-    assert!(requeue.status.success(), "{}", text(&requeue));
+    assert!(requeue.status.success(), "{command:?}: {}", text(&requeue));
     let local = exp(&file, &here, &sets);
     assert!(local.status.success(), "{}", text(&local));
     wait_job(&id);
