@@ -194,23 +194,60 @@ fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
     t.reshape([n])
 }
 
+/// Batch and sizes of the operation checks: small, so every operation runs in milliseconds.
+const B: usize = 2;
+const H: usize = 6;
+const W: usize = 5;
+const C: usize = 8;
+
+/// Random inputs shared by the operation checks.
+struct Inputs {
+    /// Affine θ near the identity, `[B, 6]`.
+    theta_aff: (Vec<f32>, [usize; 2]),
+    /// TPS θ near the identity, `[B, 18]`.
+    theta_tps: (Vec<f32>, [usize; 2]),
+    /// The TPS of the checks (λ 0.2).
+    spline: Tps,
+}
+
+/// `B` copies of `base` plus uniform noise in ±`spread`.
+fn near(seed: u64, base: &[f64], spread: f64) -> Vec<f32> {
+    let noise = uniform(seed, B * base.len(), -spread, spread);
+    (0..B * base.len())
+        .map(|i| base[i % base.len()] as f32 + noise[i])
+        .collect()
+}
+
+fn aff(t: &Tensor<2>) -> Result<AffineTheta> {
+    AffineTheta::new(t.clone())
+}
+
+fn tps_t(t: &Tensor<2>) -> Result<TpsTheta> {
+    TpsTheta::new(t.clone())
+}
+
 /// The differentiable operations, each on small random inputs.
 fn operations(device: &Device) -> Result<Vec<OpParity>> {
-    const B: usize = 2;
-    let (h, w, c) = (6usize, 5usize, 8usize);
-    let aff = |t: &Tensor<2>| AffineTheta::new(t.clone());
-    let tps_t = |t: &Tensor<2>| TpsTheta::new(t.clone());
-    let near = |seed: u64, base: &[f64], spread: f64| -> Vec<f32> {
-        let noise = uniform(seed, B * base.len(), -spread, spread);
-        (0..B * base.len())
-            .map(|i| base[i % base.len()] as f32 + noise[i])
-            .collect()
+    let inputs = Inputs {
+        theta_aff: (near(1, AffineTheta::IDENTITY, 0.2), [B, 6]),
+        theta_tps: (near(2, TpsTheta::IDENTITY, 0.2), [B, 18]),
+        spline: Tps::new(0.2)?,
     };
-    let theta_aff = (near(1, AffineTheta::IDENTITY, 0.2), [B, 6]);
-    let theta_tps = (near(2, TpsTheta::IDENTITY, 0.2), [B, 18]);
-    let spline = Tps::new(0.2)?;
-    let mut out = Vec::new();
+    let mut out = geometry_operations(device, &inputs)?;
+    out.extend(correlation_operations(device)?);
+    out.extend(loss_operations(device, &inputs)?);
+    Ok(out)
+}
 
+/// Warping, the affine, TPS and composed grids.
+fn geometry_operations(device: &Device, inputs: &Inputs) -> Result<Vec<OpParity>> {
+    let (h, w) = (H, W);
+    let Inputs {
+        theta_aff,
+        theta_tps,
+        spline,
+    } = inputs;
+    let mut out = Vec::new();
     // Warping: image and grid.
     let image = (uniform(3, B * 3 * h * w, 0.0, 1.0), [B, 3, h, w]);
     let grid = (uniform(4, B * h * w * 2, -1.1, 1.1), [B, h, w, 2]);
@@ -227,7 +264,7 @@ fn operations(device: &Device) -> Result<Vec<OpParity>> {
         "affine grid",
         1e-5,
         device,
-        std::slice::from_ref(&theta_aff),
+        std::slice::from_ref(theta_aff),
         &|x| {
             Ok(vec![flat(sampling_grid(
                 &aff(&x[0])?,
@@ -240,7 +277,7 @@ fn operations(device: &Device) -> Result<Vec<OpParity>> {
         "TPS grid (λ 0.2)",
         1e-5,
         device,
-        std::slice::from_ref(&theta_tps),
+        std::slice::from_ref(theta_tps),
         &|x| {
             Ok(vec![flat(sampling_grid(
                 &spline.warp(&tps_t(&x[0])?),
@@ -263,7 +300,13 @@ fn operations(device: &Device) -> Result<Vec<OpParity>> {
             Ok(vec![flat(g.clamp(-10.0, 10.0))])
         })?);
     }
+    Ok(out)
+}
 
+/// Feature normalization and the correlation layer.
+fn correlation_operations(device: &Device) -> Result<Vec<OpParity>> {
+    let (h, w, c) = (H, W, C);
+    let mut out = Vec::new();
     // Correlation.
     let features = |seed| (uniform(seed, B * c * h * w, -1.0, 1.0), [B, c, h, w]);
     out.push(compare(
@@ -286,7 +329,18 @@ fn operations(device: &Device) -> Result<Vec<OpParity>> {
             },
         )?);
     }
+    Ok(out)
+}
 
+/// Inlier counts, the grid loss and the WeakAlign objective.
+fn loss_operations(device: &Device, inputs: &Inputs) -> Result<Vec<OpParity>> {
+    let (h, w) = (H, W);
+    let Inputs {
+        theta_aff,
+        theta_tps,
+        spline,
+    } = inputs;
+    let mut out = Vec::new();
     // Inlier counts, grid loss and the WeakAlign objective on a random match tensor.
     let matches = (uniform(8, B * h * w * h * w, 0.0, 1.0), [B, h * w, h, w]);
     let soft = InlierConfig::default();
@@ -354,7 +408,7 @@ fn operations(device: &Device) -> Result<Vec<OpParity>> {
                 TpsTheta::new(constant(&t, &d))?,
             );
             Ok(vec![
-                weakalign_loss(&a, &t, &spline, x[0].clone(), &soft)?.loss,
+                weakalign_loss(&a, &t, spline, x[0].clone(), &soft)?.loss,
             ])
         },
     )?);
