@@ -1049,3 +1049,33 @@ fn a_run_locked_on_another_node_counts_as_live_while_its_heartbeat_is_fresh() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("(step 4)"), "{}", text(&out));
 }
+
+#[test]
+fn the_ablation_sweep_changes_one_knob_per_row_from_the_real_data_experiment() {
+    use weakalign::experiment::sweep::cells;
+    let ablation = cells(&root().join("experiments/ablation_caltech.toml"), &[]).unwrap();
+    assert_eq!(ablation.len(), 18, "6 rows × 3 seeds");
+    let winner = root().join("experiments/affine_tps_soft_caltech.toml");
+    let base = resolve(&load(&winner, &[]).unwrap(), &winner).unwrap();
+    let rows: std::collections::BTreeSet<String> = ablation.iter().map(|c| c.label()).collect();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for cell in &ablation {
+        let label = cell.label();
+        if label.is_empty() {
+            // The base row of seed s is the real-data experiment with seed s.
+            let seeded = load(
+                &winner,
+                &[format!("seed={}", cell.resolved.experiment.seed)],
+            )
+            .unwrap();
+            assert_eq!(
+                cell.resolved.hash,
+                seeded.hash(),
+                "base row differs from {winner:?}"
+            );
+        } else {
+            assert!(!label.contains(", "), "one knob per row: {label}");
+            assert_ne!(cell.resolved.cell_hash, base.cell_hash, "{label}");
+        }
+    }
+}

@@ -587,8 +587,37 @@ impl Experiment {
     }
 }
 
+/// The overrides one value of the sweep axis `key` stands for: `key=value`; or, where the value
+/// is a table, each of its (dotted) keys — a variant that changes several keys at once, or none
+/// (`{}`: the base), so that an axis `variant = [{}, { "loss.inlier" = "hard" }, ...]` gives an
+/// ablation table with one knob per row instead of a product of axes.
+fn sweep_overrides(key: &str, value: &toml::Value) -> Vec<String> {
+    fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let dotted = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(inner) => flatten(&dotted, inner, out),
+                v => out.push(format!("{dotted}={v}")),
+            }
+        }
+    }
+    match value {
+        toml::Value::Table(table) => {
+            let mut out = Vec::new();
+            flatten("", table, &mut out);
+            out
+        }
+        v => vec![format!("{key}={v}")],
+    }
+}
+
 /// Expands the `[sweep]` axes into one experiment per combination (in axis order), each with the
-/// axes applied as overrides; without axes, the experiment itself.
+/// axes applied as overrides (a table value applies each of its keys: [`sweep_overrides`]);
+/// without axes, the experiment itself.
 pub fn expand_sweep(
     path: &Path,
     text: &str,
@@ -620,7 +649,7 @@ pub fn expand_sweep(
             .flat_map(|prefix| {
                 list.iter().map(move |v| {
                     let mut c = prefix.clone();
-                    c.push(format!("{key}={v}"));
+                    c.extend(sweep_overrides(key, v));
                     c
                 })
             })
