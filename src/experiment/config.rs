@@ -616,7 +616,7 @@ fn sweep_overrides(key: &str, value: &toml::Value) -> Vec<String> {
 }
 
 /// Expands the `[sweep]` axes into one experiment per combination (in axis order), each with the
-/// axes applied as overrides (a table value applies each of its keys: [`sweep_overrides`]);
+/// axes applied as overrides (a table value applies each of its keys, see `sweep_overrides`);
 /// without axes, the experiment itself.
 pub fn expand_sweep(
     path: &Path,
