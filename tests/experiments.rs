@@ -1079,3 +1079,29 @@ fn the_ablation_sweep_changes_one_knob_per_row_from_the_real_data_experiment() {
         }
     }
 }
+
+#[test]
+fn compare_tabulates_test_pck_and_the_weak_losss_inlier_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exp(dir.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir(dir.path()).join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    let inlier = summary["weak_inlier_aff_tps"].as_f64().unwrap();
+    assert!(inlier > 0.0 && inlier <= 1.0, "{summary}");
+    assert!(summary["weak_inlier_aff"].as_f64().is_some(), "{summary}");
+    let table = Command::new(binary())
+        .arg("compare")
+        .arg(dir.path().join("runs/smoke"))
+        .output()
+        .unwrap();
+    let t = text(&table);
+    assert!(t.contains("weak inlier score aff∘TPS"), "{t}");
+    let pck = summary["test_pck"].as_f64().unwrap();
+    assert!(
+        t.contains(&format!("{pck:.4} ± 0.0000")) && t.contains(&format!("| {inlier:.4} |")),
+        "{t}"
+    );
+}

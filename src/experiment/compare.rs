@@ -87,6 +87,8 @@ pub struct Cell {
     pub pck: Vec<(u64, f64)>,
     /// Identity PCK on the same test set.
     pub identity: Option<f64>,
+    /// Completed runs' final weak-loss inlier score of the composed (affine∘TPS) warp.
+    pub inlier: Vec<f64>,
     /// Runs not completed, with status.
     pub missing: Vec<String>,
 }
@@ -118,6 +120,7 @@ pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
                     s["test_pck"].as_f64().unwrap_or(f64::NAN),
                 ));
                 cell.identity = s["test_identity_pck"].as_f64();
+                cell.inlier.extend(s["weak_inlier_aff_tps"].as_f64());
             }
             _ => cell.missing.push(format!(
                 "{} ({})",
@@ -151,9 +154,9 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
     let mut out = String::new();
     if csv {
-        out += "cell,experiment,seeds,test_pck_mean,test_pck_std,identity_pck,missing\n";
+        out += "cell,experiment,seeds,test_pck_mean,test_pck_std,identity_pck,weak_inlier_aff_tps_mean,missing\n";
     } else {
-        out += "| cell | experiment | seeds | test PCK (mean ± std) | identity PCK | missing / failed |\n|---|---|---|---|---|---|\n";
+        out += "| cell | experiment | seeds | test PCK (mean ± std) | identity PCK | weak inlier score aff∘TPS (mean) | missing / failed |\n|---|---|---|---|---|---|---|\n";
     }
     for (hash, c) in cells {
         let values: Vec<f64> = c.pck.iter().map(|p| p.1).collect();
@@ -164,6 +167,11 @@ pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
             mean_std(&values)
         };
         let identity = c.identity.map_or("–".into(), |v| format!("{v:.4}"));
+        let inlier = if c.inlier.is_empty() {
+            "–".to_string()
+        } else {
+            format!("{:.4}", mean_std(&c.inlier).0)
+        };
         let missing = if c.missing.is_empty() {
             "–".to_string()
         } else {
@@ -171,7 +179,7 @@ pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
         };
         if csv {
             out += &format!(
-                "{hash},{},{},{pck:.4},{std:.4},{identity},{}\n",
+                "{hash},{},{},{pck:.4},{std:.4},{identity},{inlier},{}\n",
                 c.name,
                 seeds.join(" "),
                 missing.replace(',', ";")
@@ -183,7 +191,7 @@ pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
                 format!("{pck:.4} ± {std:.4}")
             };
             out += &format!(
-                "| {hash} | {} | {} | {p} | {identity} | {missing} |\n",
+                "| {hash} | {} | {} | {p} | {identity} | {inlier} | {missing} |\n",
                 c.name,
                 seeds.join(", ")
             );

@@ -544,11 +544,24 @@ fn write_summary(
         "test_identity_pck": result.identity,
         "best_valid_pck": state.best_pck,
         "best_step": state.best_step,
+        // The weak loss's inlier scores at the last logged weak step (none without a weak stage).
+        "weak_inlier_aff": last_weak_metric(&run.path, "inlier_aff"),
+        "weak_inlier_aff_tps": last_weak_metric(&run.path, "inlier_aff_tps"),
     });
     run.write(
         "summary.json",
         &serde_json::to_string_pretty(&summary).expect("JSON values serialize"),
     )
+}
+
+/// The last value of `tag` logged in the weak stage (`metrics.jsonl` of the run at `run`).
+fn last_weak_metric(run: &Path, tag: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["stage"] == "weak" && v["tag"] == tag)
+        .and_then(|v| v["value"].as_f64())
 }
 
 /// A minimal line diff (`-` old, `+` new) for the config-change record.
