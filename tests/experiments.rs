@@ -52,6 +52,14 @@ fn run_dir(root: &Path) -> PathBuf {
         .path()
 }
 
+/// A smoke run under `root` crashed (aborted without cleanup) right after step 5, with its
+/// checkpoint at step 4: its run directory.
+fn crashed_after_step_5(root: &Path) -> PathBuf {
+    let crashed = exp(root, &["--crash-after-step", "5"]);
+    assert!(!crashed.status.success());
+    run_dir(root)
+}
+
 fn checkpoint_root(root: &Path) -> PathBuf {
     std::fs::read_dir(root.join("checkpoints"))
         .unwrap()
@@ -897,10 +905,8 @@ fn a_checkpoints_configuration_is_covered_by_its_manifest() {
 #[test]
 fn a_second_start_while_the_run_is_live_is_told_it_is_locked_not_to_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let crashed = exp(dir.path(), &["--crash-after-step", "5"]);
-    assert!(!crashed.status.success());
+    let run = crashed_after_step_5(dir.path());
     // A live process holds the run (this test process stands in for it).
-    let run = run_dir(dir.path());
     std::fs::write(run.join("LOCK"), std::process::id().to_string()).unwrap();
     let out = exp(dir.path(), &[]);
     let t = text(&out);
@@ -985,9 +991,7 @@ fn a_learning_rate_far_out_of_range_is_warned_about_before_the_run() {
 fn a_resume_reports_a_truncated_metrics_file_and_tensorboard_never_shows_a_step_twice() {
     use weakalign::experiment::tensorboard::{EventWriter, summary_steps};
     let dir = tempfile::tempdir().unwrap();
-    let crashed = exp(dir.path(), &["--crash-after-step", "5"]);
-    assert!(!crashed.status.success());
-    let run = run_dir(dir.path());
+    let run = crashed_after_step_5(dir.path());
     // What a crashed process had flushed past its last checkpoint (step 4): steps 5 and 6.
     {
         let mut w = EventWriter::create(&run.join("train")).unwrap();
@@ -1025,9 +1029,7 @@ fn a_resume_reports_a_truncated_metrics_file_and_tensorboard_never_shows_a_step_
 #[test]
 fn a_run_locked_on_another_node_counts_as_live_while_its_heartbeat_is_fresh() {
     let dir = tempfile::tempdir().unwrap();
-    let crashed = exp(dir.path(), &["--crash-after-step", "5"]);
-    assert!(!crashed.status.success());
-    let run = run_dir(dir.path());
+    let run = crashed_after_step_5(dir.path());
     std::fs::write(run.join("LOCK"), "4242 some-other-node").unwrap();
     let status = |heartbeat: u64| {
         let s = serde_json::json!({"status": "RUNNING", "step": 5, "pid": 4242,

@@ -110,22 +110,9 @@ pub struct PckResult {
     pub pairs: usize,
 }
 
-/// PCK@α of `model` (an inference copy) on `set`, in batches of `batch` (bounding-box procedure).
-pub fn evaluate(
-    model: &TwoStage,
-    set: &KeypointSet,
-    scored: TransformKind,
-    norm: Normalization,
-    alpha: f64,
-    tps: &Tps,
-    batch: usize,
-) -> Result<PckResult> {
-    let all = evaluate_unless(model, set, scored, norm, alpha, tps, batch, &|| false)?;
-    Ok(all.expect("an evaluation that is never stopped finishes"))
-}
-
-/// [`evaluate`] that gives way between batches when `stop()` says so (`None`): a training run's
-/// final test evaluation yields to SIGTERM.
+/// PCK@α of `model` (an inference copy) on `set`, in batches of `batch` (bounding-box
+/// procedure); gives way between batches when `stop()` says so (`None`): a training run's final
+/// test evaluation yields to SIGTERM.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_unless(
     model: &TwoStage,

@@ -29,7 +29,7 @@ use super::sources::Sources;
 use super::stage::{StagePlan, configure, plan};
 use super::step::optimize;
 use crate::error::{Error, Result};
-use crate::eval::keypoints::{KeypointSet, PckResult, evaluate, evaluate_unless};
+use crate::eval::keypoints::{KeypointSet, PckResult, evaluate_unless};
 use crate::geometry::Tps;
 use crate::model::TwoStage;
 use crate::weights;
@@ -381,9 +381,16 @@ fn optimizer(saved: Option<PathBuf>) -> Result<ModuleOptimizer> {
 }
 
 /// PCK of the inference copy of `model` on `set` under the experiment's protocol.
-fn pck(r: &Resolved, model: &TwoStage, set: &KeypointSet, tps: &Tps) -> Result<PckResult> {
+/// Gives way between batches when `stop()` says so (`None`).
+fn pck(
+    r: &Resolved,
+    model: &TwoStage,
+    set: &KeypointSet,
+    tps: &Tps,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<PckResult>> {
     let exp = &r.experiment;
-    evaluate(
+    evaluate_unless(
         &model.valid(),
         set,
         exp.model.transform,
@@ -391,6 +398,7 @@ fn pck(r: &Resolved, model: &TwoStage, set: &KeypointSet, tps: &Tps) -> Result<P
         exp.eval.alpha,
         tps,
         8,
+        stop,
     )
 }
 
@@ -454,7 +462,9 @@ fn train(
             let stage_end = step == plan.end;
             let mut pck_now = None;
             if step.is_multiple_of(exp.eval.every as u64) || stage_end {
-                let v = pck(r, &model, &sources.validation, &tps_eval)?.model;
+                let v = pck(r, &model, &sources.validation, &tps_eval, &|| false)?
+                    .expect("a validation that is never stopped finishes")
+                    .model;
                 logger.validation(step, plan.stage, v)?;
                 if state.best_pck.is_none_or(|b| v > b) {
                     (state.best_pck, state.best_step) = (Some(v), Some(step));
@@ -485,20 +495,11 @@ fn train(
     }
     // The last checkpoint holds the final step; SIGTERM during the test evaluation stops it, and
     // a resume runs it again.
-    let Some(result) = evaluate_unless(
-        &model.valid(),
-        &sources.test,
-        exp.model.transform,
-        r.normalization(),
-        exp.eval.alpha,
-        &tps_eval,
-        8,
-        &|| {
-            // The evaluation can outlast the heartbeat timeout: keep the run visibly alive.
-            let _ = run.set_status(Status::Running, state.step, None);
-            opts.interrupted()
-        },
-    )?
+    let Some(result) = pck(r, &model, &sources.test, &tps_eval, &|| {
+        // The evaluation can outlast the heartbeat timeout: keep the run visibly alive.
+        let _ = run.set_status(Status::Running, state.step, None);
+        opts.interrupted()
+    })?
     else {
         return Ok(outcome(run, Status::Interrupted, state.step, None));
     };
