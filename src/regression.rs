@@ -12,10 +12,10 @@ use std::marker::PhantomData;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::backbone::{conv, norm};
+use crate::backbone::conv::Activation::Relu;
+use crate::backbone::norm::conv_bn;
 use crate::error::{Dim, Result, check_arg, check_shape};
 use crate::geometry::Theta;
 
@@ -97,8 +97,8 @@ impl<T: Theta + Send + core::fmt::Debug + 'static> FeatureRegression<T> {
             &corr.dims(),
             &[Dim::Any("batch"), Dim::Is(g * g), Dim::Is(g), Dim::Is(g)],
         )?;
-        let x = relu(norm::forward(&self.bn1, conv::forward(&self.conv1, corr))); // [B, 128, g−6, g−6]
-        let x = relu(norm::forward(&self.bn2, conv::forward(&self.conv2, x))); // [B, 64, g−10, g−10]
+        let x = conv_bn(&self.conv1, &self.bn1, corr, None, Relu); // [B, 128, g−6, g−6]
+        let x = conv_bn(&self.conv2, &self.bn2, x, None, Relu); // [B, 64, g−10, g−10]
         let x = x.flatten::<2>(1, 3); // [B, 64·(g−10)²], (C, H, W) order
         T::new(self.linear.forward(x))
     }

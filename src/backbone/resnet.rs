@@ -7,12 +7,12 @@
 //! He et al. 2016; weakalign: `model/cnn_geometric_model.py` `FeatureExtraction`
 //! (`resnet101`, `last_layer='layer3'`), weakalign-reference §2.
 
-use super::{conv, norm};
+use super::conv::Activation::{Identity, Relu};
+use super::norm::conv_bn;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 /// Output channels of the truncated network.
@@ -83,13 +83,12 @@ impl Bottleneck {
     /// - output: `[batch, 4·width, h/stride, w/stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = match &self.downsample {
-            Some(d) => norm::forward(&d.bn, conv::forward(&d.conv, x.clone())),
+            Some(d) => conv_bn(&d.conv, &d.bn, x.clone(), None, Identity),
             None => x.clone(),
         };
-        let y = relu(norm::forward(&self.bn1, conv::forward(&self.conv1, x)));
-        let y = relu(norm::forward(&self.bn2, conv::forward(&self.conv2, y)));
-        let y = norm::forward(&self.bn3, conv::forward(&self.conv3, y));
-        relu(y + shortcut)
+        let y = conv_bn(&self.conv1, &self.bn1, x, None, Relu);
+        let y = conv_bn(&self.conv2, &self.bn2, y, None, Relu);
+        conv_bn(&self.conv3, &self.bn3, y, Some(shortcut), Relu)
     }
 }
 
@@ -141,7 +140,7 @@ impl ResNet101 {
     /// - `images`: `[batch, 3, h, w]`, ImageNet-normalized
     /// - output: `[batch, 1024, h/16, w/16]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let x = relu(norm::forward(&self.bn1, conv::forward(&self.conv1, images))); // [B, 64, h/2, w/2]
+        let x = conv_bn(&self.conv1, &self.bn1, images, None, Relu); // [B, 64, h/2, w/2]
         let mut x = self.maxpool.forward(x); // [B, 64, h/4, w/4]
         for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3) {
             x = block.forward(x);

@@ -8,11 +8,11 @@
 //! (`vgg`, children `[0..23]`), weakalign-reference §2.
 
 use super::conv;
+use super::conv::Activation::Relu;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 /// Output channels of the truncated network.
@@ -93,15 +93,22 @@ impl Vgg16 {
     /// - `images`: `[batch, 3, h, w]`, ImageNet-normalized
     /// - output: `[batch, 512, h/16, w/16]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let x = relu(conv::forward(&self.conv1_1, images));
-        let x = self.pool.forward(relu(conv::forward(&self.conv1_2, x))); // [B, 64, h/2, w/2]
-        let x = relu(conv::forward(&self.conv2_1, x));
-        let x = self.pool.forward(relu(conv::forward(&self.conv2_2, x))); // [B, 128, h/4, w/4]
-        let x = relu(conv::forward(&self.conv3_1, x));
-        let x = relu(conv::forward(&self.conv3_2, x));
-        let x = self.pool.forward(relu(conv::forward(&self.conv3_3, x))); // [B, 256, h/8, w/8]
-        let x = relu(conv::forward(&self.conv4_1, x));
-        let x = relu(conv::forward(&self.conv4_2, x));
-        self.pool.forward(relu(conv::forward(&self.conv4_3, x))) // [B, 512, h/16, w/16]
+        let x = conv::forward_then(&self.conv1_1, images, Relu);
+        let x = self
+            .pool
+            .forward(conv::forward_then(&self.conv1_2, x, Relu)); // [B, 64, h/2, w/2]
+        let x = conv::forward_then(&self.conv2_1, x, Relu);
+        let x = self
+            .pool
+            .forward(conv::forward_then(&self.conv2_2, x, Relu)); // [B, 128, h/4, w/4]
+        let x = conv::forward_then(&self.conv3_1, x, Relu);
+        let x = conv::forward_then(&self.conv3_2, x, Relu);
+        let x = self
+            .pool
+            .forward(conv::forward_then(&self.conv3_3, x, Relu)); // [B, 256, h/8, w/8]
+        let x = conv::forward_then(&self.conv4_1, x, Relu);
+        let x = conv::forward_then(&self.conv4_2, x, Relu);
+        self.pool
+            .forward(conv::forward_then(&self.conv4_3, x, Relu)) // [B, 512, h/16, w/16]
     }
 }

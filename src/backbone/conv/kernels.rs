@@ -20,7 +20,7 @@ pub trait Real:
     + Default
     + Send
     + Sync
-    + PartialEq
+    + PartialOrd
     + core::ops::AddAssign
     + core::ops::Mul<Output = Self>
     + core::fmt::Debug
@@ -28,14 +28,107 @@ pub trait Real:
 {
     /// One.
     const ONE: Self;
+    /// ReLU6's ceiling.
+    const SIX: Self;
 }
 
 impl Real for f32 {
     const ONE: Self = 1.0;
+    const SIX: Self = 6.0;
 }
 
 impl Real for f64 {
     const ONE: Self = 1.0;
+    const SIX: Self = 6.0;
+}
+
+/// The pointwise function applied to a convolution's output (after its bias and residual).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    /// None: `a(v) = v`.
+    #[default]
+    Identity,
+    /// `a(v) = max(v, 0)`.
+    Relu,
+    /// `a(v) = min(max(v, 0), 6)` (EfficientNet-Lite).
+    Relu6,
+}
+
+impl Activation {
+    /// `a(v)`; NaN stays NaN (a diverging run must still be seen to diverge).
+    pub fn apply<T: Real>(self, v: T) -> T {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu if v <= T::default() => T::default(),
+            Activation::Relu6 if v <= T::default() => T::default(),
+            Activation::Relu6 if v >= T::SIX => T::SIX,
+            _ => v,
+        }
+    }
+
+    /// Whether the gradient passes at an output `a(v) = y`: everywhere for the identity, where
+    /// `y > 0` for ReLU and `0 < y < 6` for ReLU6 (PyTorch's convention at the kinks).
+    pub fn passes<T: Real>(self, y: T) -> bool {
+        match self {
+            Activation::Identity => true,
+            Activation::Relu => y > T::default(),
+            Activation::Relu6 => y > T::default() && y < T::SIX,
+        }
+    }
+}
+
+/// What the forward applies to each output element `v` of the convolution, in the pass that
+/// writes it: `a(v + bias[c_out] + residual)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a, T> {
+    /// `[c_out]`, or none.
+    pub bias: Option<&'a [T]>,
+    /// Like the output (`[batch, c_out, h_out, w_out]`), or none.
+    pub residual: Option<&'a [T]>,
+    /// The activation `a`.
+    pub activation: Activation,
+}
+
+impl<T: Real> Epilogue<'_, T> {
+    /// Nothing after the convolution.
+    pub const NONE: Epilogue<'static, T> = Epilogue {
+        bias: None,
+        residual: None,
+        activation: Activation::Identity,
+    };
+
+    /// Writes `a(row + bias[c] + residual[at..])` to `out` (`at` = where `out` starts in the
+    /// whole output, `c` its output channel).
+    fn write(&self, out: &mut [T], row: &[T], c: usize, at: usize) {
+        out.copy_from_slice(row);
+        self.apply_in_place(out, c, at);
+    }
+
+    /// `out ← a(out + bias[c] + residual[at..])` (`at` = where `out` starts in the whole output,
+    /// `c` its output channel).
+    fn apply_in_place(&self, out: &mut [T], c: usize, at: usize) {
+        let b = self.bias.map_or(T::default(), |bias| bias[c]);
+        let a = self.activation;
+        match self.residual {
+            Some(r) => {
+                let r = &r[at..at + out.len()];
+                for (o, &r) in out.iter_mut().zip(r) {
+                    let mut s = *o;
+                    s += b;
+                    s += r;
+                    *o = a.apply(s);
+                }
+            }
+            None if self.bias.is_none() && a == Activation::Identity => {}
+            None => {
+                for o in out.iter_mut() {
+                    let mut s = *o;
+                    s += b;
+                    *o = a.apply(s);
+                }
+            }
+        }
+    }
 }
 
 /// Shapes and options of one convolution.
@@ -101,6 +194,15 @@ impl ConvGeometry {
         let [sh, sw] = self.stride;
         let phase = (i % sh) * sw + (j % sw);
         phase * self.c_in * hq * wq + (i / sh) * wq + (j / sw)
+    }
+
+    /// A 1×1 convolution at stride 1 without padding (each image is its own phase plane and its
+    /// output's extended layout).
+    fn is_pointwise(&self) -> bool {
+        !self.depthwise
+            && self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.padding == [(0, 0), (0, 0)]
     }
 
     /// Input channels each output channel sees.
@@ -319,27 +421,137 @@ unsafe fn product<T: Real>(
     }
 }
 
-/// The weight of tap `(i, j)` as a `[c_out, c_in]` view into `weight` (`[c_out, c_in, kh, kw]`).
-fn tap_weight<T>(g: &ConvGeometry, weight: &[T], i: usize, j: usize) -> View<T> {
+/// Where the products read weight element `(c_out, c_in, tap)`: tap-major (`[kh, kw, c_out,
+/// c_in]`) for dense convolutions, so that each tap's matrix is contiguous (packing then reads
+/// rows, not every ninth element); as given (`[c, 1, kh, kw]`) for depthwise ones.
+fn prepared_index(g: &ConvGeometry, oc: usize, ic: usize, t: usize) -> usize {
     let taps = g.kernel[0] * g.kernel[1];
-    View {
-        ptr: weight[i * g.kernel[1] + j..].as_ptr(),
-        rs: (g.c_in * taps) as isize,
-        cs: taps as isize,
+    if g.depthwise {
+        oc * taps + t
+    } else {
+        (t * g.c_out + oc) * g.c_in + ic
     }
 }
 
-/// The convolution's output.
+/// The weight the products use: `weight · scale` (per output channel, where there is a scale),
+/// at [`prepared_index`].
 ///
 /// # Shapes
-/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in, kh, kw]` (flat, row-major)
-/// - output: `[batch, c_out, h_out, w_out]`
-pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T> {
-    let [x_len, w_len, _] = g.lens();
-    assert!(g.is_valid() && x.len() == x_len && weight.len() == w_len);
-    if g.depthwise {
-        return depthwise_forward(g, x, weight);
+/// - `weight`: `[c_out, c_in / groups, kh, kw]`, `scale`: `[c_out]`
+/// - output: the same elements, rearranged
+fn prepare_weight<'a, T: Real>(
+    g: &ConvGeometry,
+    weight: &'a [T],
+    scale: Option<&[T]>,
+) -> std::borrow::Cow<'a, [T]> {
+    let (taps, c_in) = (g.kernel[0] * g.kernel[1], g.c_in_per_group());
+    let natural = g.depthwise || taps == 1;
+    if natural && scale.is_none() {
+        return std::borrow::Cow::Borrowed(weight);
     }
+    let scale_of = |oc: usize| scale.map_or(T::ONE, |s| s[oc]);
+    let mut out = vec![T::default(); weight.len()];
+    if natural {
+        // One row of `c_in · taps` elements per output channel, in place.
+        out.par_chunks_mut((c_in * taps).max(1))
+            .zip(weight.par_chunks((c_in * taps).max(1)))
+            .enumerate()
+            .for_each(|(oc, (o, w))| {
+                let s = scale_of(oc);
+                for (o, &w) in o.iter_mut().zip(w) {
+                    *o = w * s;
+                }
+            });
+    } else {
+        // One `[c_out, c_in]` block per tap.
+        out.par_chunks_mut((g.c_out * c_in).max(1))
+            .enumerate()
+            .for_each(|(t, block)| {
+                for (oc, row) in block.chunks_mut(c_in.max(1)).enumerate() {
+                    let s = scale_of(oc);
+                    for (ic, o) in row.iter_mut().enumerate() {
+                        *o = weight[(oc * c_in + ic) * taps + t] * s;
+                    }
+                }
+            });
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The weight and scale gradients from the prepared weight's (`dW'`, at [`prepared_index`]):
+/// `dW = dW' · s` in `[c_out, c_in / groups, kh, kw]`, and `ds[c] = Σ dW'[c, …] · W[c, …]`
+/// where there is a scale.
+fn weight_gradients<T: Real>(
+    g: &ConvGeometry,
+    d_prepared: &[T],
+    weight: &[T],
+    scale: Option<&[T]>,
+) -> (Vec<T>, Option<Vec<T>>) {
+    let (taps, c_in) = (g.kernel[0] * g.kernel[1], g.c_in_per_group());
+    let per_out = (c_in * taps).max(1);
+    let mut dw = vec![T::default(); weight.len()];
+    let sums: Vec<T> = dw
+        .par_chunks_mut(per_out)
+        .zip(weight.par_chunks(per_out))
+        .enumerate()
+        .map(|(oc, (dw, w))| {
+            let s = scale.map_or(T::ONE, |s| s[oc]);
+            let mut acc = T::default();
+            for ic in 0..c_in {
+                for t in 0..taps {
+                    let d = d_prepared[prepared_index(g, oc, ic, t)];
+                    dw[ic * taps + t] = d * s;
+                    acc += d * w[ic * taps + t];
+                }
+            }
+            acc
+        })
+        .collect();
+    (dw, scale.map(|_| sums))
+}
+
+/// The weight of tap `(i, j)` as a `[c_out, c_in]` view into the prepared weight of a dense
+/// convolution (tap-major, [`prepared_index`]).
+fn tap_weight<T>(g: &ConvGeometry, tap_major: &[T], i: usize, j: usize) -> View<T> {
+    let t = i * g.kernel[1] + j;
+    View {
+        ptr: tap_major[t * g.c_out * g.c_in..].as_ptr(),
+        rs: g.c_in as isize,
+        cs: 1,
+    }
+}
+
+/// The convolution's output, with the epilogue applied: `a(conv(x, weight · scale) + bias +
+/// residual)` (the scale per output channel: batch normalization folded into the weight).
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]` (flat, row-major),
+///   `scale`: `[c_out]`; the epilogue's `bias`: `[c_out]`, `residual`: like the output
+/// - output: `[batch, c_out, h_out, w_out]`
+pub fn forward<T: Real>(
+    g: &ConvGeometry,
+    x: &[T],
+    weight: &[T],
+    scale: Option<&[T]>,
+    epi: &Epilogue<T>,
+) -> Vec<T> {
+    let [x_len, w_len, y_len] = g.lens();
+    assert!(g.is_valid() && x.len() == x_len && weight.len() == w_len);
+    assert!(scale.is_none_or(|s| s.len() == g.c_out));
+    assert!(epi.bias.is_none_or(|b| b.len() == g.c_out));
+    assert!(epi.residual.is_none_or(|r| r.len() == y_len));
+    let weight = &*prepare_weight(g, weight, scale);
+    if g.depthwise {
+        depthwise_forward(g, x, weight, epi)
+    } else if g.is_pointwise() {
+        pointwise_forward(g, x, weight, epi)
+    } else {
+        dense_forward(g, x, weight, epi)
+    }
+}
+
+/// [`forward`] for a dense convolution, on the prepared weight (tap-major): one product per tap.
+fn dense_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T], epi: &Epilogue<T>) -> Vec<T> {
     let [h_out, w_out] = g.size_out();
     let wq = g.phase_size()[1];
     let (n_ext, plane_out) = (g.n_ext(), h_out * w_out);
@@ -376,8 +588,52 @@ pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T> {
             for (co, row) in ext.chunks(n_ext).enumerate() {
                 for y in 0..h_out {
                     let at = (co * h_out + y) * w_out;
-                    out_b[at..at + w_out].copy_from_slice(&row[y * wq..y * wq + w_out]);
+                    let row = &row[y * wq..y * wq + w_out];
+                    epi.write(&mut out_b[at..at + w_out], row, co, b * out_img + at);
                 }
+            }
+        }
+    })
+}
+
+/// [`forward`] for a 1×1 convolution at stride 1 without padding: the image is its own phase
+/// plane, so one product per image writes the output in place.
+fn pointwise_forward<T: Real>(
+    g: &ConvGeometry,
+    x: &[T],
+    weight: &[T],
+    epi: &Epilogue<T>,
+) -> Vec<T> {
+    let plane = g.size_in[0] * g.size_in[1];
+    let (x_img, out_img) = (g.c_in * plane, g.c_out * plane);
+    let (groups, inner) = plan(g.batch);
+    forward_groups(groups, out_img, |range, out_g: &mut [T]| {
+        for (b, out_b) in range.zip(out_g.chunks_mut(out_img.max(1))) {
+            let lhs = View {
+                ptr: weight.as_ptr(),
+                rs: g.c_in as isize,
+                cs: 1,
+            };
+            let rhs = View {
+                ptr: x[b * x_img..].as_ptr(),
+                rs: plane as isize,
+                cs: 1,
+            };
+            // SAFETY: `out_b` is [c_out, plane], the weight [c_out, c_in] and image b of `x`
+            // [c_in, plane], all row-major.
+            unsafe {
+                product(
+                    [g.c_out, plane, g.c_in],
+                    out_b.as_mut_ptr(),
+                    [plane as isize, 1],
+                    false,
+                    lhs,
+                    rhs,
+                    inner,
+                )
+            }
+            for (co, row) in out_b.chunks_mut(plane.max(1)).enumerate() {
+                epi.apply_in_place(row, co, (b * g.c_out + co) * plane);
             }
         }
     })
@@ -402,14 +658,120 @@ fn extend<T: Real>(g: &ConvGeometry, dy: &[T]) -> Vec<T> {
     ext
 }
 
-/// Gradients of `Σ dy ⊙ conv(x, weight)` with respect to the input and the weight (each only
-/// when asked for).
+/// Gradients of `Σ dy ⊙ conv(x, weight · scale)` with respect to the input, the weight and the
+/// scale (each only when asked for).
 ///
 /// # Shapes
-/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in, kh, kw]`,
+/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`, `scale`: `[c_out]`,
 ///   `dy`: `[batch, c_out, h_out, w_out]` (flat, row-major)
-/// - output: `dx` like `x`, `dweight` like `weight`
+/// - output: `dx` like `x`, `dweight` like `weight`, `dscale` like `scale` (none without a scale)
 pub fn backward<T: Real>(
+    g: &ConvGeometry,
+    [x, weight, dy]: [&[T]; 3],
+    scale: Option<&[T]>,
+    [want_dx, want_dw, want_ds]: [bool; 3],
+) -> [Option<Vec<T>>; 3] {
+    let [x_len, w_len, out_len] = g.lens();
+    assert!(g.is_valid() && x.len() == x_len && weight.len() == w_len && dy.len() == out_len);
+    assert!(scale.is_none_or(|s| s.len() == g.c_out));
+    let prepared = &*prepare_weight(g, weight, scale);
+    let want = [want_dx, want_dw || (want_ds && scale.is_some())];
+    let (dx, d_prepared) = if g.depthwise {
+        depthwise_backward(g, x, prepared, dy, want)
+    } else if g.is_pointwise() {
+        pointwise_backward(g, x, prepared, dy, want)
+    } else {
+        dense_backward(g, x, prepared, dy, want)
+    };
+    let (dw, ds) = match d_prepared {
+        Some(d) => weight_gradients(g, &d, weight, scale),
+        None => (Vec::new(), None),
+    };
+    [dx, want_dw.then_some(dw), ds.filter(|_| want_ds)]
+}
+
+/// [`backward`] for a 1×1 convolution at stride 1 without padding: per image one product for
+/// the input gradient (written in place) and one for the weight's.
+///
+/// # Shapes
+/// - as [`dense_backward`]
+fn pointwise_backward<T: Real>(
+    g: &ConvGeometry,
+    x: &[T],
+    weight: &[T],
+    dy: &[T],
+    want: [bool; 2],
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let [_, want_dw] = want;
+    let plane = g.size_in[0] * g.size_in[1];
+    let (x_img, dy_img, w_len) = (g.c_in * plane, g.c_out * plane, g.c_out * g.c_in);
+    let (groups, inner) = plan(g.batch);
+    backward_groups(
+        groups,
+        want,
+        [x_img, w_len],
+        |range, mut dx_g: Option<&mut [T]>| {
+            let mut dw = want_dw.then(|| vec![T::default(); w_len]);
+            for (n, b) in range.enumerate() {
+                let dy_view = View {
+                    ptr: dy[b * dy_img..].as_ptr(),
+                    rs: plane as isize,
+                    cs: 1,
+                };
+                if let Some(dx_g) = dx_g.as_deref_mut() {
+                    let w_t = View {
+                        ptr: weight.as_ptr(),
+                        rs: 1,
+                        cs: g.c_in as isize,
+                    };
+                    // SAFETY: image n of the group's `dx` is [c_in, plane]; `weight` is
+                    // [c_out, c_in] (read transposed), image b of `dy` [c_out, plane].
+                    unsafe {
+                        product(
+                            [g.c_in, plane, g.c_out],
+                            dx_g[n * x_img..].as_mut_ptr(),
+                            [plane as isize, 1],
+                            false,
+                            w_t,
+                            dy_view,
+                            inner,
+                        )
+                    }
+                }
+                if let Some(dw) = dw.as_mut() {
+                    let x_t = View {
+                        ptr: x[b * x_img..].as_ptr(),
+                        rs: 1,
+                        cs: plane as isize,
+                    };
+                    // SAFETY: `dw` is [c_out, c_in]; image b of `x` is [c_in, plane] (read
+                    // transposed), of `dy` [c_out, plane].
+                    unsafe {
+                        product(
+                            [g.c_out, g.c_in, plane],
+                            dw.as_mut_ptr(),
+                            [g.c_in as isize, 1],
+                            true,
+                            dy_view,
+                            x_t,
+                            inner,
+                        )
+                    }
+                }
+            }
+            dw
+        },
+    )
+}
+
+/// [`backward`] for a dense convolution on the prepared weight (tap-major): the input gradient
+/// and the prepared weight's gradient (tap-major), each when `want` asks.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: prepared (`c_out · c_in · kh · kw` elements),
+///   `dy`: `[batch, c_out, h_out, w_out]`
+/// - output: `dx` like `x`, the weight's gradient like `weight`
+fn dense_backward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
     weight: &[T],
@@ -417,10 +779,6 @@ pub fn backward<T: Real>(
     want: [bool; 2],
 ) -> (Option<Vec<T>>, Option<Vec<T>>) {
     let [x_len, w_len, out_len] = g.lens();
-    assert!(g.is_valid() && x.len() == x_len && weight.len() == w_len && dy.len() == out_len);
-    if g.depthwise {
-        return depthwise_backward(g, x, weight, dy, want);
-    }
     let [_, want_dw] = want;
     let [hq, wq] = g.phase_size();
     let n_ext = g.n_ext();
@@ -428,9 +786,8 @@ pub fn backward<T: Real>(
     let taps: Vec<(usize, usize)> = (0..g.kernel[0])
         .flat_map(|i| (0..g.kernel[1]).map(move |j| (i, j)))
         .collect();
-    let taps_n = taps.len();
     let (groups, inner) = plan(g.batch);
-    // One weight gradient per group, summed in group order below (deterministic).
+    // One weight gradient per group (tap-major), summed in group order (deterministic).
     backward_groups(
         groups,
         want,
@@ -480,13 +837,14 @@ pub fn backward<T: Real>(
                             rs: 1,
                             cs: (hq * wq) as isize,
                         };
-                        // SAFETY: `dw`'s tap view is [c_out, c_in] with strides (c_in·taps, taps)
-                        // from the tap's element; `p_t` reads the forward's tap elements transposed.
+                        // SAFETY: `dw`'s tap block is [c_out, c_in], row-major (tap-major layout);
+                        // `p_t` reads the forward's tap elements transposed.
+                        let at = (i * g.kernel[1] + j) * g.c_out * g.c_in;
                         unsafe {
                             product(
                                 [g.c_out, g.c_in, n_ext],
-                                dw[i * g.kernel[1] + j..].as_mut_ptr(),
-                                [(g.c_in * taps_n) as isize, taps_n as isize],
+                                dw[at..].as_mut_ptr(),
+                                [g.c_in as isize, 1],
                                 true,
                                 dy_view,
                                 p_t,
@@ -518,7 +876,12 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 }
 
 /// [`forward`] for a depthwise convolution: per channel, one scaled shifted row per tap.
-fn depthwise_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T> {
+fn depthwise_forward<T: Real>(
+    g: &ConvGeometry,
+    x: &[T],
+    weight: &[T],
+    epi: &Epilogue<T>,
+) -> Vec<T> {
     let [h_out, w_out] = g.size_out();
     let [hq, wq] = g.phase_size();
     let (n_ext, taps) = (g.n_ext(), g.kernel[0] * g.kernel[1]);
@@ -546,7 +909,8 @@ fn depthwise_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T]) -> Vec<T>
                 }
                 for y in 0..h_out {
                     let at = (c * h_out + y) * w_out;
-                    out_b[at..at + w_out].copy_from_slice(&ext[y * wq..y * wq + w_out]);
+                    let row = &ext[y * wq..y * wq + w_out];
+                    epi.write(&mut out_b[at..at + w_out], row, c, b * out_img + at);
                 }
             }
         }
@@ -615,4 +979,48 @@ fn sum_parts<T: Real>(parts: Vec<Option<Vec<T>>>, len: usize) -> Vec<T> {
         }
     }
     sum
+}
+
+/// The gradient before the epilogue's activation: `dy ⊙ a'(y)`, from the output `y = a(v)`.
+///
+/// # Shapes
+/// - `y`, `dy`: the same length (the convolution's output)
+/// - output: like `dy`
+pub fn through_activation<T: Real>(activation: Activation, y: &[T], dy: &[T]) -> Vec<T> {
+    assert_eq!(y.len(), dy.len());
+    const CHUNK: usize = 1 << 14;
+    y.par_iter()
+        .with_min_len(CHUNK)
+        .zip(dy)
+        .map(|(&y, &d)| {
+            if activation.passes(y) {
+                d
+            } else {
+                T::default()
+            }
+        })
+        .collect()
+}
+
+/// The epilogue's bias gradient: `dy` summed per output channel over images and pixels (in a
+/// fixed order: the same bits run to run).
+///
+/// # Shapes
+/// - `dy`: `[batch, c_out, plane]` with `dims = [batch, c_out, plane]`
+/// - output: `[c_out]`
+pub fn channel_sums<T: Real>(dy: &[T], [batch, c_out, plane]: [usize; 3]) -> Vec<T> {
+    assert_eq!(dy.len(), batch * c_out * plane);
+    (0..c_out)
+        .into_par_iter()
+        .map(|c| {
+            let mut s = T::default();
+            for b in 0..batch {
+                let at = (b * c_out + c) * plane;
+                for &v in &dy[at..at + plane] {
+                    s += v;
+                }
+            }
+            s
+        })
+        .collect()
 }

@@ -25,30 +25,54 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::tensor::activation::{relu, relu6};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 
-use kernels::{ConvGeometry, Real};
+pub use kernels::Activation;
+use kernels::{ConvGeometry, Epilogue, Real};
 
-/// A convolution without bias, run by the shifted-product kernels (burn's own where they do not
-/// apply: grouped but not depthwise, dilated).
+/// A convolution and what follows it, in one pass over the output: `a(conv2d(x, weight · scale)
+/// + bias [+ residual])` (the scale per output channel), run by the shifted-product kernels.
+///
+/// Only called where the kernels apply ([`conv2d_with`] routes everything else to burn's ops):
+/// dense or depthwise, dilation 1, `x`, `weight`, `bias` (and `residual`) all f32 or all f64.
 #[backend_extension(Flex, Autodiff)]
-pub trait ShiftConv: Backend {
-    /// `conv2d(x, weight)` with `options`.
+pub trait FusedConv: Backend {
+    /// `a(conv2d(x, weight · scale) + bias)` with `options`.
     ///
     /// # Shapes
-    /// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in, kh, kw]`
+    /// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`, `scale` and
+    ///   `bias`: `[c_out]`
     /// - output: `[batch, c_out, h_out, w_out]`
-    fn shift_conv2d(
+    fn fused_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         options: ConvOptions<2>,
+        activation: Activation,
+    ) -> FloatTensor<Self>;
+
+    /// `a(conv2d(x, weight · scale) + bias + residual)` with `options`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`, `scale` and
+    ///   `bias`: `[c_out]`, `residual`: `[batch, c_out, h_out, w_out]`
+    /// - output: `[batch, c_out, h_out, w_out]`
+    fn fused_conv2d_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        activation: Activation,
     ) -> FloatTensor<Self>;
 }
 
@@ -70,6 +94,12 @@ fn geometry(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<C
     };
     let dense = options.groups == 1 && c_in_w == c_in;
     ((dense || depthwise) && options.dilation == [1, 1] && g.is_valid()).then_some(g)
+}
+
+/// The geometry of a call [`FusedConv`] is given (the caller checked that the kernels apply).
+fn checked_geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> ConvGeometry {
+    geometry(&x.shape().dims::<4>(), &weight.shape().dims::<4>(), options)
+        .expect("conv2d_with calls FusedConv only where the kernels apply")
 }
 
 /// A flex tensor's elements, row-major (borrowed where it is contiguous).
@@ -94,134 +124,201 @@ fn host<T: Real + burn::tensor::Element + bytemuck::Pod>(
 /// A flex tensor holding `values`.
 ///
 /// # Shapes
-/// - `values`: `shape[0]·…·shape[3]` elements, row-major
+/// - `values`: the product of `shape` elements, row-major
 /// - output: `shape`
-fn flex<T: Real + burn::tensor::Element + bytemuck::Pod>(
+fn flex<T: Real + burn::tensor::Element + bytemuck::Pod, const D: usize>(
     values: Vec<T>,
-    shape: [usize; 4],
+    shape: [usize; D],
 ) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// The forward on flex tensors; burn's convolution where the kernels do not apply.
+/// The fused forward on flex tensors.
 ///
 /// # Shapes
-/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`
+/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`, `scale` and `bias`:
+///   `[c_out]`, `residual`: like the output
 /// - output: `[batch, c_out, h_out, w_out]`
-fn flex_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
-    let (xs, ws) = (x.shape().dims::<4>(), weight.shape().dims::<4>());
-    let Some(g) = geometry(&xs, &ws, &options).filter(|_| x.dtype() == weight.dtype()) else {
-        return Flex::conv2d(x, weight, None, options);
-    };
-    let [h_out, w_out] = g.size_out();
-    let shape = [g.batch, g.c_out, h_out, w_out];
-    match x.dtype() {
-        DType::F32 => flex(
-            kernels::forward::<f32>(&g, &host(&x), &host(&weight)),
-            shape,
-        ),
-        DType::F64 => flex(
-            kernels::forward::<f64>(&g, &host(&x), &host(&weight)),
-            shape,
-        ),
-        _ => Flex::conv2d(x, weight, None, options),
-    }
-}
-
-/// Gradients of the forward with respect to `x` and `weight`, each when `want` asks.
-///
-/// # Shapes
-/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`,
-///   `dy`: `[batch, c_out, h_out, w_out]`
-/// - output: `dx` like `x`, `dweight` like `weight`
-fn flex_backward(
-    x: FlexTensor,
-    weight: FlexTensor,
-    dy: FlexTensor,
-    options: ConvOptions<2>,
-    want: [bool; 2],
-) -> (Option<FlexTensor>, Option<FlexTensor>) {
-    let (xs, ws) = (x.shape().dims::<4>(), weight.shape().dims::<4>());
+fn flex_forward(
+    [x, weight, scale, bias]: [&FlexTensor; 4],
+    residual: Option<&FlexTensor>,
+    options: &ConvOptions<2>,
+    activation: Activation,
+) -> FlexTensor {
     fn run<T: Real + burn::tensor::Element + bytemuck::Pod>(
         g: &ConvGeometry,
-        tensors: [&FlexTensor; 3],
-        want: [bool; 2],
-        shapes: [[usize; 4]; 2],
-    ) -> (Option<FlexTensor>, Option<FlexTensor>) {
-        let [x, weight, dy] = tensors;
-        let (dx, dw) = kernels::backward::<T>(g, &host(x), &host(weight), &host(dy), want);
-        (
-            dx.map(|v| flex(v, shapes[0])),
-            dw.map(|v| flex(v, shapes[1])),
-        )
+        [x, weight, scale, bias]: [&FlexTensor; 4],
+        residual: Option<&FlexTensor>,
+        activation: Activation,
+    ) -> FlexTensor {
+        let (bias, residual) = (host::<T>(bias), residual.map(host::<T>));
+        let epi = Epilogue {
+            bias: Some(&bias),
+            residual: residual.as_deref(),
+            activation,
+        };
+        let [h_out, w_out] = g.size_out();
+        let y = kernels::forward::<T>(g, &host(x), &host(weight), Some(&host(scale)), &epi);
+        flex(y, [g.batch, g.c_out, h_out, w_out])
     }
-    let same_dtype = x.dtype() == weight.dtype() && x.dtype() == dy.dtype();
-    match geometry(&xs, &ws, &options).filter(|_| same_dtype) {
-        Some(g) if x.dtype() == DType::F32 => run::<f32>(&g, [&x, &weight, &dy], want, [xs, ws]),
-        Some(g) if x.dtype() == DType::F64 => run::<f64>(&g, [&x, &weight, &dy], want, [xs, ws]),
-        _ => (
-            want[0].then(|| {
-                Flex::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone())
-            }),
-            want[1].then(|| Flex::conv2d_weight_backward(x, weight, dy, options)),
-        ),
+    let g = checked_geometry(x, weight, options);
+    let inputs = [x, weight, scale, bias];
+    match x.dtype() {
+        DType::F64 => run::<f64>(&g, inputs, residual, activation),
+        _ => run::<f32>(&g, inputs, residual, activation),
     }
 }
 
-impl ShiftConv for Flex {
-    fn shift_conv2d(
+/// Gradients of the fused forward with respect to `x`, `weight`, `scale`, `bias` and the
+/// residual, each when `want` asks (the residual's is the gradient through the activation).
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`, `scale`: `[c_out]`,
+///   `y` (the forward's output) and `dy`: `[batch, c_out, h_out, w_out]`
+/// - output: like `x`, `weight`, `scale`, `[c_out]` and `y`
+fn flex_backward(
+    [x, weight, scale, y, dy]: [&FlexTensor; 5],
+    options: &ConvOptions<2>,
+    activation: Activation,
+    want: [bool; 5],
+) -> [Option<FlexTensor>; 5] {
+    fn run<T: Real + burn::tensor::Element + bytemuck::Pod>(
+        g: &ConvGeometry,
+        [x, weight, scale, y, dy]: [&FlexTensor; 5],
+        activation: Activation,
+        [want_dx, want_dw, want_ds, want_db, want_dr]: [bool; 5],
+    ) -> [Option<FlexTensor>; 5] {
+        let dy = host::<T>(dy);
+        let dv = match activation {
+            Activation::Identity => dy,
+            _ => std::borrow::Cow::Owned(kernels::through_activation(activation, &host(y), &dy)),
+        };
+        let [h_out, w_out] = g.size_out();
+        let db = want_db
+            .then(|| kernels::channel_sums(&dv, [g.batch, g.c_out, h_out * w_out]))
+            .map(|v| flex(v, [g.c_out]));
+        let [dx, dw, ds] = if want_dx || want_dw || want_ds {
+            let (x, weight, scale) = (host::<T>(x), host::<T>(weight), host::<T>(scale));
+            kernels::backward::<T>(
+                g,
+                [&x, &weight, &dv],
+                Some(&scale),
+                [want_dx, want_dw, want_ds],
+            )
+        } else {
+            [None, None, None]
+        };
+        let dr = want_dr.then(|| flex(dv.into_owned(), [g.batch, g.c_out, h_out, w_out]));
+        [
+            dx.map(|v| flex(v, x.shape().dims::<4>())),
+            dw.map(|v| flex(v, weight.shape().dims::<4>())),
+            ds.map(|v| flex(v, [g.c_out])),
+            db,
+            dr,
+        ]
+    }
+    let g = checked_geometry(x, weight, options);
+    let tensors = [x, weight, scale, y, dy];
+    match x.dtype() {
+        DType::F64 => run::<f64>(&g, tensors, activation, want),
+        _ => run::<f32>(&g, tensors, activation, want),
+    }
+}
+
+impl FusedConv for Flex {
+    fn fused_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         options: ConvOptions<2>,
+        activation: Activation,
     ) -> FloatTensor<Self> {
-        flex_forward(x, weight, options)
+        flex_forward([&x, &weight, &scale, &bias], None, &options, activation)
+    }
+
+    fn fused_conv2d_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        let inputs = [&x, &weight, &scale, &bias];
+        flex_forward(inputs, Some(&residual), &options, activation)
     }
 }
 
-/// The backward step of [`ShiftConv::shift_conv2d`] under autodiff.
+/// The backward step of [`FusedConv`] under autodiff; parents `x`, `weight`, `scale`, `bias`
+/// and (`N = 5`) the residual.
 #[derive(Debug)]
-struct ShiftConvBackward;
+struct FusedConvBackward<const N: usize>;
 
-impl Backward<Flex, 2> for ShiftConvBackward {
-    type State = (FlexTensor, FlexTensor, ConvOptions<2>);
+impl<const N: usize> Backward<Flex, N> for FusedConvBackward<N> {
+    /// `x`, `weight`, `scale`, the output `y`, options and activation.
+    type State = ([FlexTensor; 4], ConvOptions<2>, Activation);
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_weight] = ops.parents;
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x, weight, options) = ops.state;
-        let want = [node_x.is_some(), node_weight.is_some()];
-        let (dx, dw) = flex_backward(x, weight, dy, options, want);
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let (Some(node), Some(dw)) = (node_weight, dw) {
-            grads.register::<Flex>(node.id, dw);
+        let ([x, weight, scale, y], options, activation) = ops.state;
+        let want = [0, 1, 2, 3, 4].map(|i| ops.parents.get(i).is_some_and(Option::is_some));
+        let d = flex_backward([&x, &weight, &scale, &y, &dy], &options, activation, want);
+        for (parent, d) in ops.parents.into_iter().zip(d) {
+            if let (Some(node), Some(d)) = (parent, d) {
+                grads.register::<Flex>(node.id, d);
+            }
         }
     }
 }
 
-impl<C: CheckpointStrategy> ShiftConv for Autodiff<Flex, C> {
-    fn shift_conv2d(
+/// The autodiff forward of [`FusedConv`] with `N` parents (the first four: `x`, `weight`,
+/// `scale`, `bias`).
+fn autodiff_forward<C: CheckpointStrategy, const N: usize>(
+    parents: [&FloatTensor<Autodiff<Flex, C>>; N],
+    options: ConvOptions<2>,
+    activation: Activation,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let prep = FusedConvBackward::<N>
+        .prepare::<C>(parents.map(|p| p.node()))
+        .compute_bound()
+        .stateful();
+    let inputs = [0, 1, 2, 3].map(|i| parents[i].primitive());
+    let residual = (N == 5).then(|| parents[N - 1].primitive());
+    let y = flex_forward(inputs, residual, &options, activation);
+    match prep {
+        OpsKind::Tracked(prep) => {
+            let [x, weight, scale, _] = inputs.map(Clone::clone);
+            prep.finish(([x, weight, scale, y.clone()], options, activation), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+impl<C: CheckpointStrategy> FusedConv for Autodiff<Flex, C> {
+    fn fused_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         options: ConvOptions<2>,
+        activation: Activation,
     ) -> FloatTensor<Self> {
-        match ShiftConvBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
-                let y = flex_forward(x.clone(), weight.clone(), options.clone());
-                prep.finish((x, weight, options), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(flex_forward(
-                x.into_primitive(),
-                weight.into_primitive(),
-                options,
-            )),
-        }
+        autodiff_forward::<C, 4>([&x, &weight, &scale, &bias], options, activation)
+    }
+
+    fn fused_conv2d_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        let parents = [&x, &weight, &scale, &bias, &residual];
+        autodiff_forward::<C, 5>(parents, options, activation)
     }
 }
 
@@ -256,21 +353,63 @@ fn disabled() -> bool {
     *OFF.get_or_init(|| std::env::var("WEAKALIGN_CONV").is_ok_and(|v| v == "burn"))
 }
 
+/// What comes with a convolution: its output scaled per channel (folded into the weight), then
+/// `a(· + bias [+ residual])`.
+#[derive(Clone, Debug, Default)]
+pub struct After {
+    /// Per output channel, `[c_out]`: the convolution runs with `weight · scale`.
+    pub scale: Option<Tensor<1>>,
+    /// Per output channel, `[c_out]`.
+    pub bias: Option<Tensor<1>>,
+    /// Added before the activation, like the output (`[batch, c_out, h_out, w_out]`).
+    pub residual: Option<Tensor<4>>,
+    /// The activation `a`.
+    pub activation: Activation,
+}
+
+/// The options `Conv2d::forward` would use on an input of side `[h, w]`.
+fn options_of(conv: &Conv2d, [h, w]: [usize; 2]) -> ConvOptions<2> {
+    let padding = [0, 1].map(|a| padding_pair(&conv.padding, a, [h, w][a], conv));
+    ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups)
+}
+
 /// `conv.forward(x)`, through the shifted-product kernels where they apply (module docs).
 ///
 /// # Shapes
 /// - `x`: `[batch, c_in, h, w]`
 /// - output: `[batch, c_out, h_out, w_out]`, as `Conv2d::forward`
 pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let after = After {
+        bias: conv.bias.as_ref().map(|b| b.val()),
+        ..After::default()
+    };
+    forward_with(conv, conv.weight.val(), x, after)
+}
+
+/// `a(conv.forward(x))`, in one pass over the output where the kernels apply.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`
+/// - output: `[batch, c_out, h_out, w_out]`, as `Conv2d::forward`
+pub fn forward_then(conv: &Conv2d, x: Tensor<4>, activation: Activation) -> Tensor<4> {
+    let after = After {
+        bias: conv.bias.as_ref().map(|b| b.val()),
+        activation,
+        ..After::default()
+    };
+    forward_with(conv, conv.weight.val(), x, after)
+}
+
+/// `a(conv(x; weight · scale) + bias [+ residual])`: `conv`'s geometry (stride, padding rule,
+/// groups) with `weight` in place of its own; `conv`'s own bias is not added (pass it in
+/// `after`; batch normalization passes its scale and shift, [`super::norm::conv_bn`]).
+///
+/// # Shapes
+/// - `weight`: like `conv.weight`, `[c_out, c_in / groups, kh, kw]`; `x`: `[batch, c_in, h, w]`
+/// - output: `[batch, c_out, h_out, w_out]`
+pub fn forward_with(conv: &Conv2d, weight: Tensor<4>, x: Tensor<4>, after: After) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    let padding = [0, 1].map(|a| padding_pair(&conv.padding, a, [h, w][a], conv));
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
-    conv2d(
-        x,
-        conv.weight.val(),
-        conv.bias.as_ref().map(|b| b.val()),
-        options,
-    )
+    conv2d_with(x, weight, options_of(conv, [h, w]), after)
 }
 
 /// `burn::tensor::module::conv2d`, through the shifted-product kernels where they apply
@@ -285,20 +424,89 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    let on_flex = matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_));
-    if disabled() || !on_flex || options.dilation != [1, 1] {
-        return burn::tensor::module::conv2d(x, weight, bias, options);
-    }
-    let y = Tensor::<4>::from_dispatch(Dispatch::shift_conv2d(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        options,
-    ));
-    match bias {
-        Some(bias) => {
-            let c_out = bias.dims()[0];
-            y + bias.reshape([1, c_out, 1, 1])
-        }
+    let after = After {
+        bias,
+        ..After::default()
+    };
+    conv2d_with(x, weight, options, after)
+}
+
+/// `a(y [+ residual])` with burn's ops (where the fused kernels do not run).
+///
+/// # Shapes
+/// - `y`, `residual`: `[batch, c, h, w]`
+/// - output: `[batch, c, h, w]`
+pub fn finish(y: Tensor<4>, residual: Option<Tensor<4>>, activation: Activation) -> Tensor<4> {
+    let y = match residual {
+        Some(r) => y + r,
         None => y,
+    };
+    match activation {
+        Activation::Identity => y,
+        Activation::Relu => relu(y),
+        Activation::Relu6 => relu6(y),
     }
+}
+
+/// `a(conv2d(x, weight · scale) + bias [+ residual])` in one pass over the output where the
+/// kernels apply (module docs); otherwise burn's convolution and ops (the same values up to float
+/// rounding).
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`; `after.scale` and
+///   `after.bias`: `[c_out]`, `after.residual`: like the output
+/// - output: `[batch, c_out, h_out, w_out]`
+pub fn conv2d_with(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    options: ConvOptions<2>,
+    after: After,
+) -> Tensor<4> {
+    let on_flex = matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_));
+    let dtype = x.dtype();
+    let same_dtype = [
+        Some(weight.dtype()),
+        after.scale.as_ref().map(|s| s.dtype()),
+        after.bias.as_ref().map(|b| b.dtype()),
+        after.residual.as_ref().map(|r| r.dtype()),
+    ]
+    .into_iter()
+    .flatten()
+    .all(|d| d == dtype);
+    let fits = geometry(&x.dims(), &weight.dims(), &options).is_some();
+    if disabled() || !on_flex || !fits || !same_dtype || !matches!(dtype, DType::F32 | DType::F64) {
+        let weight = match after.scale {
+            Some(s) => {
+                let c_out = s.dims()[0];
+                weight * s.reshape([c_out, 1, 1, 1])
+            }
+            None => weight,
+        };
+        let y = burn::tensor::module::conv2d(x, weight, after.bias, options);
+        return finish(y, after.residual, after.activation);
+    }
+    let c_out = weight.dims()[0];
+    let constant = |v: f64| Tensor::full([c_out], v, (&x.device(), dtype));
+    let scale = after.scale.unwrap_or_else(|| constant(1.0));
+    let bias = after.bias.unwrap_or_else(|| constant(0.0));
+    let y = match after.residual {
+        Some(r) => Dispatch::fused_conv2d_residual(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            scale.into_dispatch(),
+            bias.into_dispatch(),
+            r.into_dispatch(),
+            options,
+            after.activation,
+        ),
+        None => Dispatch::fused_conv2d(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            scale.into_dispatch(),
+            bias.into_dispatch(),
+            options,
+            after.activation,
+        ),
+    };
+    Tensor::from_dispatch(y)
 }
