@@ -1,13 +1,15 @@
 //! The backbones' convolution seam (`weakalign::backbone::conv`): outputs and gradients against
 //! burn's convolution, gradients against central finite differences (f64), and `Conv2d` modules
-//! (explicit and TF "SAME" padding, strides) through `conv` against `Conv2d::forward`.
+//! (explicit and TF "SAME" padding, strides) through `conv` against `Conv2d::forward`; the fused
+//! block `a(conv(x, W·s) + t + r)` against burn's ops composed, and against finite differences in
+//! every input; convolution + frozen batch normalization (`norm::conv_bn`) against burn's modules.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Tensor, TensorData};
 use proptest::prelude::*;
-use weakalign::backbone::conv::{conv2d, forward as conv};
+use weakalign::backbone::conv::{Activation, After, conv2d, conv2d_with, forward as conv};
 
 use crate::common::{assert_close, cases, f32_device, f64_device, gradcheck, tensor, values};
 
@@ -343,6 +345,274 @@ proptest! {
                 .collect();
             assert_close(["batch norm/gamma", "batch norm/beta"][which], analytic, &numeric,
                 crate::common::GRAD_ATOL, crate::common::GRAD_RTOL);
+        }
+    }
+}
+
+/// A fused-block problem: a convolution case with a per-channel scale, a residual like the
+/// output and an activation. Residuals reach ±8 so that ReLU6's ceiling is crossed.
+#[derive(Clone, Debug)]
+struct FusedCase {
+    conv: Case,
+    scale: Vec<f64>,
+    residual: Vec<f64>,
+    with_residual: bool,
+    activation: Activation,
+}
+
+impl FusedCase {
+    fn out_shape(&self) -> [usize; 4] {
+        let c = &self.conv;
+        let size = [0, 1].map(|a| {
+            (c.x_shape[2 + a] + c.padding[a].0 + c.padding[a].1 - c.w_shape[2 + a]) / c.stride[a]
+                + 1
+        });
+        [c.x_shape[0], c.w_shape[0], size[0], size[1]]
+    }
+}
+
+fn fused_case() -> impl Strategy<Value = FusedCase> {
+    case().prop_flat_map(|conv| {
+        let c_out = conv.w_shape[0];
+        let probe = FusedCase {
+            conv: conv.clone(),
+            scale: vec![],
+            residual: vec![],
+            with_residual: false,
+            activation: Activation::Identity,
+        };
+        let out_len: usize = probe.out_shape().iter().product();
+        (
+            prop::collection::vec(-2.0..2.0f64, c_out),
+            prop::collection::vec(-8.0..8.0f64, out_len),
+            any::<bool>(),
+            prop_oneof![
+                Just(Activation::Identity),
+                Just(Activation::Relu),
+                Just(Activation::Relu6)
+            ],
+        )
+            .prop_map(
+                move |(scale, residual, with_residual, activation)| FusedCase {
+                    conv: conv.clone(),
+                    scale,
+                    residual,
+                    with_residual,
+                    activation,
+                },
+            )
+    })
+}
+
+/// burn's ops composed: `a(conv2d(x, W·s, t) + r)`.
+fn composed(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    scale: Tensor<1>,
+    bias: Tensor<1>,
+    residual: Option<Tensor<4>>,
+    activation: Activation,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    let c_out = scale.dims()[0];
+    let y =
+        burn::tensor::module::conv2d(x, w * scale.reshape([c_out, 1, 1, 1]), Some(bias), options);
+    let y = match residual {
+        Some(r) => y + r,
+        None => y,
+    };
+    match activation {
+        Activation::Identity => y,
+        Activation::Relu => burn::tensor::activation::relu(y),
+        Activation::Relu6 => burn::tensor::activation::relu6(y),
+    }
+}
+
+/// Output and the gradients of `Σ q ⊙ y` w.r.t. x, weight, scale, bias and residual (f64).
+fn run_fused(c: &FusedCase, fused: bool) -> Vec<Vec<f64>> {
+    let opts = f64_device();
+    let x = tensor(&c.conv.x, c.conv.x_shape, opts.clone()).require_grad();
+    let w = tensor(&c.conv.w, c.conv.w_shape, opts.clone()).require_grad();
+    let s = tensor(&c.scale, [c.scale.len()], opts.clone()).require_grad();
+    let b = tensor(&c.conv.bias, [c.conv.bias.len()], opts.clone()).require_grad();
+    let r = tensor(&c.residual, c.out_shape(), opts.clone()).require_grad();
+    let residual = c.with_residual.then(|| r.clone());
+    let y = if fused {
+        let after = After {
+            scale: Some(s.clone()),
+            bias: Some(b.clone()),
+            residual,
+            activation: c.activation,
+        };
+        conv2d_with(x.clone(), w.clone(), c.conv.options(), after)
+    } else {
+        composed(
+            x.clone(),
+            w.clone(),
+            s.clone(),
+            b.clone(),
+            residual,
+            c.activation,
+            c.conv.options(),
+        )
+    };
+    let q = Tensor::<4>::from_data(
+        TensorData::new(
+            (0..y.dims().iter().product::<usize>())
+                .map(|i| ((i * 7919) % 13) as f64 / 6.0 - 1.0)
+                .collect(),
+            y.dims(),
+        ),
+        (&opts.0, opts.1),
+    );
+    let grads = (y.clone() * q).sum().backward();
+    let mut out = vec![
+        values(y),
+        values(x.grad(&grads).unwrap()),
+        values(w.grad(&grads).unwrap()),
+        values(s.grad(&grads).unwrap()),
+        values(b.grad(&grads).unwrap()),
+    ];
+    if c.with_residual {
+        out.push(values(r.grad(&grads).unwrap()));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(cases(24))]
+
+    /// The fused block equals burn's ops composed, output and all five gradients.
+    #[test]
+    fn fused_block_matches_burn_ops_composed(c in fused_case()) {
+        let (ours, burn) = (run_fused(&c, true), run_fused(&c, false));
+        let names = ["output", "dx", "dweight", "dscale", "dbias", "dresidual"];
+        for (what, (a, b)) in names.iter().zip(ours.iter().zip(&burn)) {
+            assert_close(&format!("{what} ({:?})", c.activation), a, b, 1e-10, 1e-10);
+        }
+    }
+
+    /// The fused block's gradients against central finite differences (f64) in each input
+    /// (coordinates at the activation's kinks are skipped by `gradcheck`).
+    #[test]
+    fn grad_fused_block(c in fused_case()) {
+        let opts = f64_device();
+        let t1 = |v: &[f64]| tensor(v, [v.len()], opts.clone());
+        let (x, w) = (tensor(&c.conv.x, c.conv.x_shape, opts.clone()), tensor(&c.conv.w, c.conv.w_shape, opts.clone()));
+        let r = tensor(&c.residual, c.out_shape(), opts.clone());
+        let block = |x: Tensor<4>, w: Tensor<4>, s: Tensor<1>, b: Tensor<1>, r: Tensor<4>| {
+            let after = After {
+                scale: Some(s),
+                bias: Some(b),
+                residual: c.with_residual.then_some(r),
+                activation: c.activation,
+            };
+            conv2d_with(x, w, c.conv.options(), after)
+        };
+        let (s, b) = (t1(&c.scale), t1(&c.conv.bias));
+        gradcheck("fused/x", &c.conv.x, c.conv.x_shape, |x| block(x, w.clone(), s.clone(), b.clone(), r.clone()));
+        gradcheck("fused/w", &c.conv.w, c.conv.w_shape, |w| block(x.clone(), w, s.clone(), b.clone(), r.clone()));
+        gradcheck("fused/scale", &c.scale, [c.scale.len()], |s| block(x.clone(), w.clone(), s, b.clone(), r.clone()));
+        gradcheck("fused/bias", &c.conv.bias, [c.conv.bias.len()], |b| block(x.clone(), w.clone(), s.clone(), b, r.clone()));
+        if c.with_residual {
+            gradcheck("fused/residual", &c.residual, c.out_shape(), |r| block(x.clone(), w.clone(), s.clone(), b.clone(), r));
+        }
+    }
+}
+
+/// A convolution followed by frozen batch normalization, a residual and ReLU, as the backbones
+/// run it (`norm::conv_bn`), against burn's modules (`Conv2d`, `BatchNorm`, `relu`): output and
+/// the gradients of the input, the convolution's weight and bias, γ, β and the residual.
+#[test]
+fn conv_bn_matches_burn_modules() {
+    use burn::module::{Module, Param, RunningState};
+    use burn::nn::BatchNormConfig;
+    use weakalign::backbone::norm;
+
+    let opts = f64_device();
+    let wave = crate::common::wave;
+    let vector = |seed: f64, offset: f64| {
+        let v: Vec<f64> = wave(6, seed).iter().map(|v| v + offset).collect();
+        tensor(&v, [6], opts.clone())
+    };
+    for (stride, groups, activation) in [
+        (1, 1, Activation::Relu),
+        (2, 1, Activation::Relu6),
+        (1, 6, Activation::Relu6),
+        (1, 1, Activation::Identity),
+    ] {
+        let config = Conv2dConfig::new([6, 6], [3, 3])
+            .with_stride([stride, stride])
+            .with_groups(groups)
+            .with_padding(PaddingConfig2d::Same);
+        let mut conv_module = config.init(&opts.0);
+        let w_shape = [6, 6 / groups, 3, 3];
+        let w0: Vec<f64> = wave(w_shape.iter().product(), 0.7)
+            .iter()
+            .map(|v| 0.5 * v)
+            .collect();
+        conv_module.weight = Param::from_tensor(tensor(&w0, w_shape, opts.clone()));
+        conv_module.bias = Some(Param::from_tensor(vector(0.8, 0.0)));
+        let conv_module = conv_module.set_require_grad(true);
+        let mut bn = BatchNormConfig::new(6).with_epsilon(1e-3).init(&opts.0);
+        bn.gamma = Param::from_tensor(vector(0.1, 1.0));
+        bn.beta = Param::from_tensor(vector(0.2, 0.0));
+        bn.running_mean = RunningState::new(vector(0.3, 0.0));
+        bn.running_var = RunningState::new(vector(0.4, 1.5));
+        let bn = bn.freeze().set_require_grad(true);
+        let x0 = wave(2 * 6 * 9 * 8, 0.5);
+        let out = conv_module
+            .forward(tensor(&x0, [2, 6, 9, 8], opts.clone()))
+            .dims();
+        let r0: Vec<f64> = wave(out.iter().product(), 0.6)
+            .iter()
+            .map(|v| 4.0 * v)
+            .collect();
+        let run = |fused: bool| {
+            let x = tensor(&x0, [2, 6, 9, 8], opts.clone()).require_grad();
+            let r = tensor(&r0, out, opts.clone()).require_grad();
+            let y = if fused {
+                norm::conv_bn(&conv_module, &bn, x.clone(), Some(r.clone()), activation)
+            } else {
+                let y = bn.forward(conv_module.forward(x.clone())) + r.clone();
+                match activation {
+                    Activation::Identity => y,
+                    Activation::Relu => burn::tensor::activation::relu(y),
+                    Activation::Relu6 => burn::tensor::activation::relu6(y),
+                }
+            };
+            let grads = (y.clone() * y.clone()).sum().backward();
+            [
+                values(y),
+                values(x.grad(&grads).unwrap()),
+                values(conv_module.weight.val().grad(&grads).unwrap()),
+                values(
+                    conv_module
+                        .bias
+                        .as_ref()
+                        .unwrap()
+                        .val()
+                        .grad(&grads)
+                        .unwrap(),
+                ),
+                values(bn.gamma.val().grad(&grads).unwrap()),
+                values(bn.beta.val().grad(&grads).unwrap()),
+                values(r.grad(&grads).unwrap()),
+            ]
+        };
+        let (ours, burn) = (run(true), run(false));
+        let names = [
+            "output",
+            "dx",
+            "dweight",
+            "dbias",
+            "dgamma",
+            "dbeta",
+            "dresidual",
+        ];
+        for (what, (a, b)) in names.iter().zip(ours.iter().zip(&burn)) {
+            let what = format!("{what} (stride {stride}, groups {groups}, {activation:?})");
+            assert_close(&what, a, b, 1e-10, 1e-10);
         }
     }
 }
