@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use weakalign::backbone::conv::kernels::{self, ConvGeometry, Epilogue};
+use weakalign::backbone::conv::kernels::{self, ConvGeometry, Epilogue, Upstream};
 
 const BATCH: usize = 8;
 
@@ -135,12 +135,12 @@ fn main() {
             std::hint::black_box(kernels::forward(&g, &x, &w, None, &Epilogue::NONE));
         });
         let bwd = median(runs, || {
-            std::hint::black_box(kernels::backward(
-                &g,
-                [&x, &w, &dy],
-                None,
-                [true, true, false],
-            ));
+            let up = Upstream {
+                dy: &dy,
+                through: None,
+            };
+            let want = [true, true, false, false];
+            std::hint::black_box(kernels::backward(&g, [&x, &w], None, up, want));
         });
         let [h_out, w_out] = g.size_out();
         let per_out = if depthwise { k * k } else { c_in * k * k };

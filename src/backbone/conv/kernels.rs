@@ -351,25 +351,29 @@ fn forward_groups<T: Real>(
 }
 
 /// Runs `run_group(images, their input gradient if asked for)` on the plan's groups in
-/// parallel; each returns its weight gradient (if asked for). Returns the input gradient
-/// (`[batch, x_per_image]`) and the groups' weight gradients (`w_len`) summed in group order,
-/// so the result does not depend on which thread finishes first.
+/// parallel; each returns its parts of the weight and bias gradients (where asked for). Returns
+/// the input gradient (`[batch, x_per_image]`) and the groups' parts summed in group order, so
+/// the result does not depend on which thread finishes first.
 fn backward_groups<T: Real>(
     groups: Vec<core::ops::Range<usize>>,
-    [want_dx, want_dw]: [bool; 2],
-    [x_per_image, w_len]: [usize; 2],
-    run_group: impl Fn(core::ops::Range<usize>, Option<&mut [T]>) -> Option<Vec<T>> + Sync + Send,
-) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    want_dx: bool,
+    x_per_image: usize,
+    run_group: impl Fn(core::ops::Range<usize>, Option<&mut [T]>) -> [Option<Vec<T>>; 2] + Sync + Send,
+) -> (Option<Vec<T>>, [Option<Vec<T>>; 2]) {
     let batch = groups.last().map_or(0, |r| r.end);
     let mut dx = want_dx.then(|| vec![T::default(); batch * x_per_image]);
     let dx_slices = optional_groups(dx.as_deref_mut(), &groups, x_per_image);
-    let parts: Vec<Option<Vec<T>>> = groups
+    let parts: Vec<[Option<Vec<T>>; 2]> = groups
         .into_par_iter()
         .zip(dx_slices)
         .map(|(range, dx_g)| run_group(range, dx_g))
         .collect();
-    let dw = want_dw.then(|| sum_parts(parts, w_len));
-    (dx, dw)
+    let (mut dw, mut db) = (Vec::new(), Vec::new());
+    for [w, b] in parts {
+        dw.extend(w);
+        db.extend(b);
+    }
+    (dx, [sum_parts(dw), sum_parts(db)])
 }
 
 /// A strided matrix view for [`product`]: element `(r, c)` at `ptr + r·rs + c·cs`.
@@ -421,15 +425,15 @@ unsafe fn product<T: Real>(
     }
 }
 
-/// Where the products read weight element `(c_out, c_in, tap)`: tap-major (`[kh, kw, c_out,
-/// c_in]`) for dense convolutions, so that each tap's matrix is contiguous (packing then reads
-/// rows, not every ninth element); as given (`[c, 1, kh, kw]`) for depthwise ones.
+/// Where the products read weight element `(c_out, c_in, tap)`: `[c_out, kh, kw, c_in]` for
+/// dense convolutions, so that each tap's `[c_out, c_in]` matrix has contiguous rows (packing
+/// then reads rows, not every ninth element); as given (`[c, 1, kh, kw]`) for depthwise ones.
 fn prepared_index(g: &ConvGeometry, oc: usize, ic: usize, t: usize) -> usize {
     let taps = g.kernel[0] * g.kernel[1];
     if g.depthwise {
         oc * taps + t
     } else {
-        (t * g.c_out + oc) * g.c_in + ic
+        (oc * taps + t) * g.c_in + ic
     }
 }
 
@@ -445,36 +449,23 @@ fn prepare_weight<'a, T: Real>(
     scale: Option<&[T]>,
 ) -> std::borrow::Cow<'a, [T]> {
     let (taps, c_in) = (g.kernel[0] * g.kernel[1], g.c_in_per_group());
-    let natural = g.depthwise || taps == 1;
-    if natural && scale.is_none() {
+    if (g.depthwise || taps == 1) && scale.is_none() {
         return std::borrow::Cow::Borrowed(weight);
     }
-    let scale_of = |oc: usize| scale.map_or(T::ONE, |s| s[oc]);
+    // One row of `c_in · taps` elements per output channel, in both layouts.
+    let per_out = (c_in * taps).max(1);
     let mut out = vec![T::default(); weight.len()];
-    if natural {
-        // One row of `c_in · taps` elements per output channel, in place.
-        out.par_chunks_mut((c_in * taps).max(1))
-            .zip(weight.par_chunks((c_in * taps).max(1)))
-            .enumerate()
-            .for_each(|(oc, (o, w))| {
-                let s = scale_of(oc);
-                for (o, &w) in o.iter_mut().zip(w) {
-                    *o = w * s;
+    out.par_chunks_mut(per_out)
+        .zip(weight.par_chunks(per_out))
+        .enumerate()
+        .for_each(|(oc, (o, w))| {
+            let s = scale.map_or(T::ONE, |s| s[oc]);
+            for ic in 0..c_in {
+                for t in 0..taps {
+                    o[prepared_index(g, 0, ic, t)] = w[ic * taps + t] * s;
                 }
-            });
-    } else {
-        // One `[c_out, c_in]` block per tap.
-        out.par_chunks_mut((g.c_out * c_in).max(1))
-            .enumerate()
-            .for_each(|(t, block)| {
-                for (oc, row) in block.chunks_mut(c_in.max(1)).enumerate() {
-                    let s = scale_of(oc);
-                    for (ic, o) in row.iter_mut().enumerate() {
-                        *o = weight[(oc * c_in + ic) * taps + t] * s;
-                    }
-                }
-            });
-    }
+            }
+        });
     std::borrow::Cow::Owned(out)
 }
 
@@ -511,12 +502,12 @@ fn weight_gradients<T: Real>(
 }
 
 /// The weight of tap `(i, j)` as a `[c_out, c_in]` view into the prepared weight of a dense
-/// convolution (tap-major, [`prepared_index`]).
-fn tap_weight<T>(g: &ConvGeometry, tap_major: &[T], i: usize, j: usize) -> View<T> {
-    let t = i * g.kernel[1] + j;
+/// convolution (`[c_out, kh, kw, c_in]`, [`prepared_index`]).
+fn tap_weight<T>(g: &ConvGeometry, prepared: &[T], i: usize, j: usize) -> View<T> {
+    let taps = g.kernel[0] * g.kernel[1];
     View {
-        ptr: tap_major[t * g.c_out * g.c_in..].as_ptr(),
-        rs: g.c_in as isize,
+        ptr: prepared[(i * g.kernel[1] + j) * g.c_in..].as_ptr(),
+        rs: (taps * g.c_in) as isize,
         cs: 1,
     }
 }
@@ -550,7 +541,8 @@ pub fn forward<T: Real>(
     }
 }
 
-/// [`forward`] for a dense convolution, on the prepared weight (tap-major): one product per tap.
+/// [`forward`] for a dense convolution, on the prepared weight (`[c_out, kh, kw, c_in]`): one
+/// product per tap.
 fn dense_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T], epi: &Epilogue<T>) -> Vec<T> {
     let [h_out, w_out] = g.size_out();
     let wq = g.phase_size()[1];
@@ -639,224 +631,274 @@ fn pointwise_forward<T: Real>(
     })
 }
 
-/// The output gradient of one image laid out on the extended columns (zero on the junk ones).
-///
-/// # Shapes
-/// - `dy`: `[c_out, h_out, w_out]`
-/// - output: `[c_out, n_ext]`
-fn extend<T: Real>(g: &ConvGeometry, dy: &[T]) -> Vec<T> {
-    let [h_out, w_out] = g.size_out();
-    let (wq, n_ext) = (g.phase_size()[1], g.n_ext());
-    let mut ext = vec![T::default(); g.c_out * n_ext];
-    for co in 0..g.c_out {
-        for y in 0..h_out {
-            let from = (co * h_out + y) * w_out;
-            let to = co * n_ext + y * wq;
-            ext[to..to + w_out].copy_from_slice(&dy[from..from + w_out]);
-        }
-    }
-    ext
+/// The gradient arriving at the convolution's output: `dy`, or, when the fused output pass
+/// applied an activation, `dy` through it: `dv = dy ⊙ a'(y)` from the pass's output `y`
+/// (computed image by image as the kernels read it, never stored whole).
+#[derive(Clone, Copy, Debug)]
+pub struct Upstream<'a, T> {
+    /// `[batch, c_out, h_out, w_out]`.
+    pub dy: &'a [T],
+    /// The activation and the output `y` (like `dy`), or none.
+    pub through: Option<(Activation, &'a [T])>,
 }
 
-/// Gradients of `Σ dy ⊙ conv(x, weight · scale)` with respect to the input, the weight and the
-/// scale (each only when asked for).
+impl<T: Real> Upstream<'_, T> {
+    /// Whether `dv` is `dy` as given.
+    fn is_plain(&self) -> bool {
+        self.through.is_none()
+    }
+
+    /// Image `b`'s `dv` laid out on the extended columns (`dst`, `[c_out, n_ext]`, its junk
+    /// columns left as they are: zero), and its sums per channel added to `db`.
+    fn extend_into(&self, g: &ConvGeometry, b: usize, dst: &mut [T], mut db: Option<&mut [T]>) {
+        let [h_out, w_out] = g.size_out();
+        let (wq, n_ext) = (g.phase_size()[1], g.n_ext());
+        let image = g.c_out * h_out * w_out;
+        for co in 0..g.c_out {
+            let mut sum = T::default();
+            for y in 0..h_out {
+                let from = b * image + (co * h_out + y) * w_out;
+                let to = co * n_ext + y * wq;
+                let (dst, dy) = (&mut dst[to..to + w_out], &self.dy[from..from + w_out]);
+                match self.through {
+                    Some((a, out)) => {
+                        for ((d, &v), &y) in dst.iter_mut().zip(dy).zip(&out[from..from + w_out]) {
+                            *d = if a.passes(y) { v } else { T::default() };
+                            sum += *d;
+                        }
+                    }
+                    None => {
+                        dst.copy_from_slice(dy);
+                        if db.is_some() {
+                            for &v in dy {
+                                sum += v;
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(db) = db.as_deref_mut() {
+                db[co] += sum;
+            }
+        }
+    }
+}
+
+/// Gradients of `Σ dv ⊙ conv(x, weight · scale)` (`dv`: the upstream gradient, through the
+/// fused pass's activation where there was one) with respect to the input, the weight, the
+/// scale and the fused pass's bias (`Σ dv` per channel), each only when asked for.
 ///
 /// # Shapes
 /// - `x`: `[batch, c_in, h, w]`, `weight`: `[c_out, c_in / groups, kh, kw]`, `scale`: `[c_out]`,
-///   `dy`: `[batch, c_out, h_out, w_out]` (flat, row-major)
-/// - output: `dx` like `x`, `dweight` like `weight`, `dscale` like `scale` (none without a scale)
+///   `up.dy` (and `y`): `[batch, c_out, h_out, w_out]` (flat, row-major)
+/// - output: `dx` like `x`, `dweight` like `weight`, `dscale` like `scale` (none without a
+///   scale), `dbias`: `[c_out]`
 pub fn backward<T: Real>(
     g: &ConvGeometry,
-    [x, weight, dy]: [&[T]; 3],
+    [x, weight]: [&[T]; 2],
     scale: Option<&[T]>,
-    [want_dx, want_dw, want_ds]: [bool; 3],
-) -> [Option<Vec<T>>; 3] {
+    up: Upstream<T>,
+    [want_dx, want_dw, want_ds, want_db]: [bool; 4],
+) -> [Option<Vec<T>>; 4] {
     let [x_len, w_len, out_len] = g.lens();
-    assert!(g.is_valid() && x.len() == x_len && weight.len() == w_len && dy.len() == out_len);
+    assert!(g.is_valid() && x.len() == x_len && weight.len() == w_len && up.dy.len() == out_len);
+    assert!(up.through.is_none_or(|(_, y)| y.len() == out_len));
     assert!(scale.is_none_or(|s| s.len() == g.c_out));
     let prepared = &*prepare_weight(g, weight, scale);
-    let want = [want_dx, want_dw || (want_ds && scale.is_some())];
-    let (dx, d_prepared) = if g.depthwise {
-        depthwise_backward(g, x, prepared, dy, want)
+    let want = Want {
+        dx: want_dx,
+        d_prepared: want_dw || (want_ds && scale.is_some()),
+        db: want_db,
+    };
+    let (dx, [d_prepared, db]) = if g.depthwise {
+        depthwise_backward(g, x, prepared, up, want)
     } else if g.is_pointwise() {
-        pointwise_backward(g, x, prepared, dy, want)
+        pointwise_backward(g, x, prepared, up, want)
     } else {
-        dense_backward(g, x, prepared, dy, want)
+        dense_backward(g, x, prepared, up, want)
     };
     let (dw, ds) = match d_prepared {
         Some(d) => weight_gradients(g, &d, weight, scale),
         None => (Vec::new(), None),
     };
-    [dx, want_dw.then_some(dw), ds.filter(|_| want_ds)]
+    [dx, want_dw.then_some(dw), ds.filter(|_| want_ds), db]
 }
+
+/// Which gradients a backward variant computes.
+#[derive(Clone, Copy)]
+struct Want {
+    dx: bool,
+    /// The prepared weight's ([`prepare_weight`]).
+    d_prepared: bool,
+    db: bool,
+}
+
+/// What each backward variant returns: the input gradient, and the prepared weight's and the
+/// bias's gradients.
+type Grads<T> = (Option<Vec<T>>, [Option<Vec<T>>; 2]);
 
 /// [`backward`] for a 1×1 convolution at stride 1 without padding: per image one product for
 /// the input gradient (written in place) and one for the weight's.
-///
-/// # Shapes
-/// - as [`dense_backward`]
 fn pointwise_backward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
     weight: &[T],
-    dy: &[T],
-    want: [bool; 2],
-) -> (Option<Vec<T>>, Option<Vec<T>>) {
-    let [_, want_dw] = want;
+    up: Upstream<T>,
+    want: Want,
+) -> Grads<T> {
     let plane = g.size_in[0] * g.size_in[1];
     let (x_img, dy_img, w_len) = (g.c_in * plane, g.c_out * plane, g.c_out * g.c_in);
+    // `dv` is read where it is, unless it has to be computed (or summed) first.
+    let direct = up.is_plain() && !want.db;
     let (groups, inner) = plan(g.batch);
-    backward_groups(
-        groups,
-        want,
-        [x_img, w_len],
-        |range, mut dx_g: Option<&mut [T]>| {
-            let mut dw = want_dw.then(|| vec![T::default(); w_len]);
-            for (n, b) in range.enumerate() {
-                let dy_view = View {
-                    ptr: dy[b * dy_img..].as_ptr(),
-                    rs: plane as isize,
-                    cs: 1,
+    backward_groups(groups, want.dx, x_img, |range, mut dx_g| {
+        let mut dw = want.d_prepared.then(|| vec![T::default(); w_len]);
+        let mut db = want.db.then(|| vec![T::default(); g.c_out]);
+        let mut dv = vec![T::default(); if direct { 0 } else { dy_img }];
+        for (n, b) in range.enumerate() {
+            if !direct {
+                up.extend_into(g, b, &mut dv, db.as_deref_mut());
+            }
+            let dv_view = View {
+                ptr: if direct {
+                    up.dy[b * dy_img..].as_ptr()
+                } else {
+                    dv.as_ptr()
+                },
+                rs: plane as isize,
+                cs: 1,
+            };
+            if let Some(dx_g) = dx_g.as_deref_mut() {
+                let w_t = View {
+                    ptr: weight.as_ptr(),
+                    rs: 1,
+                    cs: g.c_in as isize,
                 };
-                if let Some(dx_g) = dx_g.as_deref_mut() {
-                    let w_t = View {
-                        ptr: weight.as_ptr(),
-                        rs: 1,
-                        cs: g.c_in as isize,
-                    };
-                    // SAFETY: image n of the group's `dx` is [c_in, plane]; `weight` is
-                    // [c_out, c_in] (read transposed), image b of `dy` [c_out, plane].
-                    unsafe {
-                        product(
-                            [g.c_in, plane, g.c_out],
-                            dx_g[n * x_img..].as_mut_ptr(),
-                            [plane as isize, 1],
-                            false,
-                            w_t,
-                            dy_view,
-                            inner,
-                        )
-                    }
-                }
-                if let Some(dw) = dw.as_mut() {
-                    let x_t = View {
-                        ptr: x[b * x_img..].as_ptr(),
-                        rs: 1,
-                        cs: plane as isize,
-                    };
-                    // SAFETY: `dw` is [c_out, c_in]; image b of `x` is [c_in, plane] (read
-                    // transposed), of `dy` [c_out, plane].
-                    unsafe {
-                        product(
-                            [g.c_out, g.c_in, plane],
-                            dw.as_mut_ptr(),
-                            [g.c_in as isize, 1],
-                            true,
-                            dy_view,
-                            x_t,
-                            inner,
-                        )
-                    }
+                // SAFETY: image n of the group's `dx` is [c_in, plane]; `weight` is
+                // [c_out, c_in] (read transposed), `dv_view` [c_out, plane].
+                unsafe {
+                    product(
+                        [g.c_in, plane, g.c_out],
+                        dx_g[n * x_img..].as_mut_ptr(),
+                        [plane as isize, 1],
+                        false,
+                        w_t,
+                        dv_view,
+                        inner,
+                    )
                 }
             }
-            dw
-        },
-    )
+            if let Some(dw) = dw.as_mut() {
+                let x_t = View {
+                    ptr: x[b * x_img..].as_ptr(),
+                    rs: 1,
+                    cs: plane as isize,
+                };
+                // SAFETY: `dw` is [c_out, c_in]; image b of `x` is [c_in, plane] (read
+                // transposed), `dv_view` [c_out, plane].
+                unsafe {
+                    product(
+                        [g.c_out, g.c_in, plane],
+                        dw.as_mut_ptr(),
+                        [g.c_in as isize, 1],
+                        true,
+                        dv_view,
+                        x_t,
+                        inner,
+                    )
+                }
+            }
+        }
+        [dw, db]
+    })
 }
 
-/// [`backward`] for a dense convolution on the prepared weight (tap-major): the input gradient
-/// and the prepared weight's gradient (tap-major), each when `want` asks.
-///
-/// # Shapes
-/// - `x`: `[batch, c_in, h, w]`, `weight`: prepared (`c_out · c_in · kh · kw` elements),
-///   `dy`: `[batch, c_out, h_out, w_out]`
-/// - output: `dx` like `x`, the weight's gradient like `weight`
+/// [`backward`] for a dense convolution on the prepared weight (`[c_out, kh·kw, c_in]`): per
+/// image one product per tap for the input gradient and one for the weight's.
 fn dense_backward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
     weight: &[T],
-    dy: &[T],
-    want: [bool; 2],
-) -> (Option<Vec<T>>, Option<Vec<T>>) {
-    let [x_len, w_len, out_len] = g.lens();
-    let [_, want_dw] = want;
+    up: Upstream<T>,
+    want: Want,
+) -> Grads<T> {
+    let [x_len, w_len, _] = g.lens();
     let [hq, wq] = g.phase_size();
     let n_ext = g.n_ext();
-    let (x_img, dy_img) = (x_len / g.batch.max(1), out_len / g.batch.max(1));
+    let x_img = x_len / g.batch.max(1);
     let taps: Vec<(usize, usize)> = (0..g.kernel[0])
         .flat_map(|i| (0..g.kernel[1]).map(move |j| (i, j)))
         .collect();
     let (groups, inner) = plan(g.batch);
-    // One weight gradient per group (tap-major), summed in group order (deterministic).
-    backward_groups(
-        groups,
-        want,
-        [x_img, w_len],
-        |range, mut dx_g: Option<&mut [T]>| {
-            let mut phases = vec![T::default(); g.phase_image_len()];
-            let mut dw = want_dw.then(|| vec![T::default(); w_len]);
-            for (n, b) in range.enumerate() {
-                let dy_ext = extend(g, &dy[b * dy_img..(b + 1) * dy_img]);
-                let dy_view = View {
-                    ptr: dy_ext.as_ptr(),
-                    rs: n_ext as isize,
-                    cs: 1,
-                };
-                if let Some(dx_g) = dx_g.as_deref_mut() {
-                    phases.fill(T::default());
-                    for &(i, j) in &taps {
-                        let w = tap_weight(g, weight, i, j);
-                        let w_t = View {
-                            ptr: w.ptr,
-                            rs: w.cs,
-                            cs: w.rs,
-                        };
-                        // SAFETY: the destination view addresses c_in rows of n_ext columns at the
-                        // tap's offset inside `phases` (the elements the forward's tap view reads);
-                        // the sources are `weight` and `dy_ext` ([c_out, n_ext]).
-                        unsafe {
-                            product(
-                                [g.c_in, n_ext, g.c_out],
-                                phases[g.tap_offset(i, j)..].as_mut_ptr(),
-                                [(hq * wq) as isize, 1],
-                                true,
-                                w_t,
-                                dy_view,
-                                inner,
-                            )
-                        }
+    backward_groups(groups, want.dx, x_img, |range, mut dx_g| {
+        let mut phases = vec![T::default(); g.phase_image_len()];
+        let mut dw = want.d_prepared.then(|| vec![T::default(); w_len]);
+        let mut db = want.db.then(|| vec![T::default(); g.c_out]);
+        // Zero once: the junk columns stay zero, the others are rewritten per image.
+        let mut dv_ext = vec![T::default(); g.c_out * n_ext];
+        for (n, b) in range.enumerate() {
+            up.extend_into(g, b, &mut dv_ext, db.as_deref_mut());
+            let dv_view = View {
+                ptr: dv_ext.as_ptr(),
+                rs: n_ext as isize,
+                cs: 1,
+            };
+            if let Some(dx_g) = dx_g.as_deref_mut() {
+                phases.fill(T::default());
+                for &(i, j) in &taps {
+                    let w = tap_weight(g, weight, i, j);
+                    let w_t = View {
+                        ptr: w.ptr,
+                        rs: w.cs,
+                        cs: w.rs,
+                    };
+                    // SAFETY: the destination view addresses c_in rows of n_ext columns at the
+                    // tap's offset inside `phases` (the elements the forward's tap view reads);
+                    // the sources are `weight` and `dv_ext` ([c_out, n_ext]).
+                    unsafe {
+                        product(
+                            [g.c_in, n_ext, g.c_out],
+                            phases[g.tap_offset(i, j)..].as_mut_ptr(),
+                            [(hq * wq) as isize, 1],
+                            true,
+                            w_t,
+                            dv_view,
+                            inner,
+                        )
                     }
-                    let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
-                    g.merge_phases(&phases, dx_b);
                 }
-                if let Some(dw) = dw.as_mut() {
-                    g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
-                    for &(i, j) in &taps {
-                        let p_t = View {
-                            ptr: phases[g.tap_offset(i, j)..].as_ptr(),
-                            rs: 1,
-                            cs: (hq * wq) as isize,
-                        };
-                        // SAFETY: `dw`'s tap block is [c_out, c_in], row-major (tap-major layout);
-                        // `p_t` reads the forward's tap elements transposed.
-                        let at = (i * g.kernel[1] + j) * g.c_out * g.c_in;
-                        unsafe {
-                            product(
-                                [g.c_out, g.c_in, n_ext],
-                                dw[at..].as_mut_ptr(),
-                                [g.c_in as isize, 1],
-                                true,
-                                dy_view,
-                                p_t,
-                                inner,
-                            )
-                        }
+                let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
+                g.merge_phases(&phases, dx_b);
+            }
+            if let Some(dw) = dw.as_mut() {
+                g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+                for &(i, j) in &taps {
+                    let p_t = View {
+                        ptr: phases[g.tap_offset(i, j)..].as_ptr(),
+                        rs: 1,
+                        cs: (hq * wq) as isize,
+                    };
+                    let t = i * g.kernel[1] + j;
+                    let row = (taps.len() * g.c_in) as isize;
+                    // SAFETY: `dw`'s tap view is [c_out, c_in] with strides (kh·kw·c_in, 1)
+                    // from the tap's first element; `p_t` reads the forward's tap elements
+                    // transposed.
+                    unsafe {
+                        product(
+                            [g.c_out, g.c_in, n_ext],
+                            dw[t * g.c_in..].as_mut_ptr(),
+                            [row, 1],
+                            true,
+                            dv_view,
+                            p_t,
+                            inner,
+                        )
                     }
                 }
             }
-            dw
-        },
-    )
+        }
+        [dw, db]
+    })
 }
 
 /// `acc[k] += a · x[k]`.
@@ -922,66 +964,64 @@ fn depthwise_backward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
     weight: &[T],
-    dy: &[T],
-    [want_dx, want_dw]: [bool; 2],
-) -> (Option<Vec<T>>, Option<Vec<T>>) {
-    let [x_len, w_len, out_len] = g.lens();
+    up: Upstream<T>,
+    want: Want,
+) -> Grads<T> {
+    let [x_len, w_len, _] = g.lens();
     let [hq, wq] = g.phase_size();
     let (n_ext, taps) = (g.n_ext(), g.kernel[0] * g.kernel[1]);
-    let (x_img, dy_img) = (x_len / g.batch.max(1), out_len / g.batch.max(1));
+    let x_img = x_len / g.batch.max(1);
     let (groups, _) = plan(g.batch);
-    backward_groups(
-        groups,
-        [want_dx, want_dw],
-        [x_img, w_len],
-        |range, mut dx_g: Option<&mut [T]>| {
-            let mut phases = vec![T::default(); g.phase_image_len()];
-            let mut d_phases = vec![T::default(); if want_dx { g.phase_image_len() } else { 0 }];
-            let mut dw = want_dw.then(|| vec![T::default(); w_len]);
-            for (n, b) in range.enumerate() {
-                let dy_ext = extend(g, &dy[b * dy_img..(b + 1) * dy_img]);
-                if want_dw {
-                    g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
-                }
-                d_phases.fill(T::default());
-                for c in 0..g.c_in {
-                    let dy_c = &dy_ext[c * n_ext..(c + 1) * n_ext];
-                    for i in 0..g.kernel[0] {
-                        for j in 0..g.kernel[1] {
-                            let at = g.tap_offset(i, j) + c * hq * wq;
-                            let k = c * taps + i * g.kernel[1] + j;
-                            if want_dx {
-                                axpy(&mut d_phases[at..at + n_ext], weight[k], dy_c);
-                            }
-                            if let Some(dw) = dw.as_mut() {
-                                dw[k] += dot(dy_c, &phases[at..at + n_ext]);
-                            }
+    backward_groups(groups, want.dx, x_img, |range, mut dx_g| {
+        let mut phases = vec![T::default(); g.phase_image_len()];
+        let mut d_phases = vec![T::default(); if want.dx { g.phase_image_len() } else { 0 }];
+        let mut dw = want.d_prepared.then(|| vec![T::default(); w_len]);
+        let mut db = want.db.then(|| vec![T::default(); g.c_out]);
+        let mut dv_ext = vec![T::default(); g.c_out * n_ext];
+        for (n, b) in range.enumerate() {
+            up.extend_into(g, b, &mut dv_ext, db.as_deref_mut());
+            if want.d_prepared {
+                g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+            }
+            d_phases.fill(T::default());
+            for c in 0..g.c_in {
+                let dv_c = &dv_ext[c * n_ext..(c + 1) * n_ext];
+                for i in 0..g.kernel[0] {
+                    for j in 0..g.kernel[1] {
+                        let at = g.tap_offset(i, j) + c * hq * wq;
+                        let k = c * taps + i * g.kernel[1] + j;
+                        if want.dx {
+                            axpy(&mut d_phases[at..at + n_ext], weight[k], dv_c);
+                        }
+                        if let Some(dw) = dw.as_mut() {
+                            dw[k] += dot(dv_c, &phases[at..at + n_ext]);
                         }
                     }
                 }
-                if let Some(dx_g) = dx_g.as_deref_mut() {
-                    let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
-                    g.merge_phases(&d_phases, dx_b);
-                }
             }
-            dw
-        },
-    )
+            if let Some(dx_g) = dx_g.as_deref_mut() {
+                let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
+                g.merge_phases(&d_phases, dx_b);
+            }
+        }
+        [dw, db]
+    })
 }
 
-/// The per-group weight gradients summed in group order.
-fn sum_parts<T: Real>(parts: Vec<Option<Vec<T>>>, len: usize) -> Vec<T> {
-    let mut parts = parts.into_iter().flatten();
-    let mut sum = parts.next().unwrap_or_else(|| vec![T::default(); len]);
+/// The groups' parts summed in group order (none when no group has one).
+fn sum_parts<T: Real>(parts: Vec<Vec<T>>) -> Option<Vec<T>> {
+    let mut parts = parts.into_iter();
+    let mut sum = parts.next()?;
     for part in parts {
         for (s, v) in sum.iter_mut().zip(part) {
             *s += v;
         }
     }
-    sum
+    Some(sum)
 }
 
-/// The gradient before the epilogue's activation: `dy ⊙ a'(y)`, from the output `y = a(v)`.
+/// The gradient before the fused pass's activation, whole: `dy ⊙ a'(y)` from the output
+/// `y = a(v)` (where it is needed as a tensor: the residual's gradient).
 ///
 /// # Shapes
 /// - `y`, `dy`: the same length (the convolution's output)
@@ -998,29 +1038,6 @@ pub fn through_activation<T: Real>(activation: Activation, y: &[T], dy: &[T]) ->
             } else {
                 T::default()
             }
-        })
-        .collect()
-}
-
-/// The epilogue's bias gradient: `dy` summed per output channel over images and pixels (in a
-/// fixed order: the same bits run to run).
-///
-/// # Shapes
-/// - `dy`: `[batch, c_out, plane]` with `dims = [batch, c_out, plane]`
-/// - output: `[c_out]`
-pub fn channel_sums<T: Real>(dy: &[T], [batch, c_out, plane]: [usize; 3]) -> Vec<T> {
-    assert_eq!(dy.len(), batch * c_out * plane);
-    (0..c_out)
-        .into_par_iter()
-        .map(|c| {
-            let mut s = T::default();
-            for b in 0..batch {
-                let at = (b * c_out + c) * plane;
-                for &v in &dy[at..at + plane] {
-                    s += v;
-                }
-            }
-            s
         })
         .collect()
 }

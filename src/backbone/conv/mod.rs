@@ -188,32 +188,36 @@ fn flex_backward(
         activation: Activation,
         [want_dx, want_dw, want_ds, want_db, want_dr]: [bool; 5],
     ) -> [Option<FlexTensor>; 5] {
-        let dy = host::<T>(dy);
-        let dv = match activation {
-            Activation::Identity => dy,
-            _ => std::borrow::Cow::Owned(kernels::through_activation(activation, &host(y), &dy)),
-        };
+        let (dy, y) = (host::<T>(dy), host::<T>(y));
         let [h_out, w_out] = g.size_out();
-        let db = want_db
-            .then(|| kernels::channel_sums(&dv, [g.batch, g.c_out, h_out * w_out]))
-            .map(|v| flex(v, [g.c_out]));
-        let [dx, dw, ds] = if want_dx || want_dw || want_ds {
-            let (x, weight, scale) = (host::<T>(x), host::<T>(weight), host::<T>(scale));
-            kernels::backward::<T>(
-                g,
-                [&x, &weight, &dv],
-                Some(&scale),
-                [want_dx, want_dw, want_ds],
-            )
-        } else {
-            [None, None, None]
+        let through = (activation != Activation::Identity).then_some((activation, &*y));
+        // The residual's gradient is `dv` itself: computed whole where it is wanted, else image
+        // by image inside the kernels.
+        let dv = match through {
+            Some((a, y)) if want_dr => Some(kernels::through_activation(a, y, &dy)),
+            _ => None,
         };
-        let dr = want_dr.then(|| flex(dv.into_owned(), [g.batch, g.c_out, h_out, w_out]));
+        let up = match &dv {
+            Some(dv) => kernels::Upstream {
+                dy: dv,
+                through: None,
+            },
+            None => kernels::Upstream { dy: &dy, through },
+        };
+        let [dx, dw, ds, db] = {
+            let (x, weight, scale) = (host::<T>(x), host::<T>(weight), host::<T>(scale));
+            let want = [want_dx, want_dw, want_ds, want_db];
+            kernels::backward::<T>(g, [&x, &weight], Some(&scale), up, want)
+        };
+        let dr = want_dr.then(|| {
+            let dv = dv.unwrap_or_else(|| dy.into_owned());
+            flex(dv, [g.batch, g.c_out, h_out, w_out])
+        });
         [
             dx.map(|v| flex(v, x.shape().dims::<4>())),
             dw.map(|v| flex(v, weight.shape().dims::<4>())),
             ds.map(|v| flex(v, [g.c_out])),
-            db,
+            db.map(|v| flex(v, [g.c_out])),
             dr,
         ]
     }
