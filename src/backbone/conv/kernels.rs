@@ -8,6 +8,13 @@
 //! (`Y[c_out, q] += W_ij[c_out, c_in] · P[c_in, q + off]`), the input gradient
 //! (`dP[c_in, q + off] += W_ijᵀ · dY`) and the weight gradient (`dW_ij += dY · P[·, q + off]ᵀ`).
 //! The columns `q` with `x ≥ w_out` are junk: computed and dropped (forward), zero (backward).
+//! A 1×1 convolution at stride 1 without padding needs no phases: one product per image, in place.
+//!
+//! Around the products: the weight is scaled per output channel and laid out `[c_out, kh, kw,
+//! c_in]` once per call ([`prepare_weight`]); the forward's [`Epilogue`] adds the bias and the
+//! residual and applies the activation as it writes each output row; the backward reads the
+//! output gradient through the activation ([`Upstream`]) and sums the bias gradient as it lays it
+//! out, image by image.
 //!
 //! The products run on the `gemm` crate (the kernels burn's CPU backend uses), images in
 //! parallel on rayon's pool.

@@ -8,6 +8,15 @@
 //! `Conv2d::forward` — same weights, same padding rules, same output up to float rounding — with
 //! a forward and a backward that are each one matrix product per kernel tap.
 //!
+//! The seam also takes what follows a convolution in the networks ([`After`]): a per-channel
+//! scale folded into the weight (frozen batch normalization, [`super::norm::conv_bn`]), a bias,
+//! a residual and ReLU/ReLU6 are applied as the output is written ([`FusedConv`]), and the
+//! backward takes the gradient through the activation (from the stored output) and sums the
+//! bias gradient while it lays out `dy` for the products. On burn's ops each of those is a pass
+//! over the activation forward and one or two backward, each with a tensor of its own: on
+//! ResNet-101 and EfficientNet-Lite0 those passes had cost about as much as the convolutions
+//! (`make bench`, issue 11).
+//!
 //! Where it applies: flex tensors (with or without autodiff), f32 or f64, dilation 1, dense
 //! (`groups = 1`) or depthwise (`groups = c_in = c_out`: EfficientNet's, whose backward on flex
 //! went through per-group slices). Everything else (other groupings, the CUDA backend) takes
@@ -15,7 +24,8 @@
 //! comparisons); it is read once per process.
 //!
 //! Tested in `tests/conv.rs`: outputs and both gradients against burn's convolution, and the
-//! gradients against central finite differences in f64.
+//! gradients against central finite differences in f64; the fused block (scale, bias, residual,
+//! each activation) against burn's ops composed and against finite differences in every input.
 
 pub mod kernels;
 
