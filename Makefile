@@ -1,5 +1,5 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
-.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench bench-conv kill-resume \
+.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench bench-conv bench-alternate kill-resume \
 	build-cuda check-cuda test-cuda bench-gpu
 
 NAME ?= affine_tps_soft
@@ -91,6 +91,12 @@ bench:
 	BENCH_THREADS=2 python3 tools/bench_pytorch.py
 	if [ -n "$(WEAKALIGN_REF)" ]; then WEAKALIGN_REF=$(WEAKALIGN_REF) BENCH_THREADS=2 python3 tools/bench_authors.py; fi
 	$(MAKE) bench-conv
+	python3 tools/bench_table.py
+
+# Ours and PyTorch in alternation, BENCH_ROUNDS rounds (default 3), for a shared machine whose
+# speed drifts; then rewrites docs/benchmarks.md with the rounds (after `make bench`). ~15 min.
+bench-alternate:
+	python3 tools/bench_alternate.py
 	python3 tools/bench_table.py
 
 # Every distinct convolution of the three backbones alone, ours and PyTorch's conv2d side by side

@@ -100,6 +100,32 @@ def profile(ours, theirs):
     return out
 
 
+def alternate():
+    """Ours and PyTorch in alternation, round after round (tools/bench_alternate.py), when
+    `make bench-alternate` ran."""
+    path = "target/bench/alternate.json"
+    if not os.path.exists(path):
+        return []
+    alt = json.load(open(path))
+    out = ["## Repeatability: ours and PyTorch in alternation", "",
+           "On a shared machine the table above can catch a slow spell on one side. "
+           "`make bench-alternate` (tools/bench_alternate.py) runs ours, then PyTorch, per backbone, "
+           f"round after round (medians of {alt['runs']} runs each, no per-part profile); each "
+           "round's ratio compares two measurements minutes apart. Seconds per round, and the "
+           "median ratio.", "",
+           "| backbone | round | forward ours | forward PyTorch | ratio | train step ours | train step PyTorch | ratio |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in alt["results"]:
+        for k, q in enumerate(r["rounds"]):
+            out.append(
+                f"| {r['backbone']} | {k + 1} | {q['ours_forward_s']:.2f} | {q['torch_forward_s']:.2f} | "
+                f"{q['ours_forward_s'] / q['torch_forward_s']:.2f} | {q['ours_train_step_s']:.2f} | "
+                f"{q['torch_train_step_s']:.2f} | {q['ours_train_step_s'] / q['torch_train_step_s']:.2f} |")
+        out.append(f"| {r['backbone']} | median | | | **{r['median_forward_ratio']:.2f}** | | | "
+                   f"**{r['median_train_step_ratio']:.2f}** |")
+    return out + [""]
+
+
 def conv_layers():
     """The per-layer convolution profile (benches/conv_layers.rs + tools/bench_conv_pytorch.py),
     when `make bench` ran it."""
@@ -188,6 +214,7 @@ def main():
     lines += rows(ours, torch, digits=2)
     lines += ["", "Ratio = ours / PyTorch (below 1 means we are faster).", ""]
     lines += authors(ours)
+    lines += alternate()
     lines += memory(ours, theirs) + profile(ours, theirs) + conv_layers()
     if ours.get("loaders"):
         lines += ["## Data loading", "",

@@ -11,7 +11,7 @@
 //! A 1×1 convolution at stride 1 without padding needs no phases: one product per image, in place.
 //!
 //! Around the products: the weight is scaled per output channel and laid out `[c_out, kh, kw,
-//! c_in]` once per call ([`prepare_weight`]); the forward's [`Epilogue`] adds the bias and the
+//! c_in]` once per call (`prepare_weight`); the forward's [`Epilogue`] adds the bias and the
 //! residual and applies the activation as it writes each output row; the backward reads the
 //! output gradient through the activation ([`Upstream`]) and sums the bias gradient as it lays it
 //! out, image by image.
