@@ -479,6 +479,11 @@ fn prepare_weight<'a, T: Real>(
 /// The weight and scale gradients from the prepared weight's (`dW'`, at [`prepared_index`]):
 /// `dW = dW' · s` in `[c_out, c_in / groups, kh, kw]`, and `ds[c] = Σ dW'[c, …] · W[c, …]`
 /// where there is a scale.
+///
+/// # Shapes
+/// - `d_prepared`: like the prepared weight; `weight`: `[c_out, c_in / groups, kh, kw]`;
+///   `scale`: `[c_out]`
+/// - output: `dW` like `weight`, `ds`: `[c_out]`
 fn weight_gradients<T: Real>(
     g: &ConvGeometry,
     d_prepared: &[T],

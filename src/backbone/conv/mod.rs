@@ -288,7 +288,12 @@ impl<const N: usize> Backward<Flex, N> for FusedConvBackward<N> {
 }
 
 /// The autodiff forward of [`FusedConv`] with `N` parents (the first four: `x`, `weight`,
-/// `scale`, `bias`).
+/// `scale`, `bias`; the fifth, when `N = 5`, the residual).
+///
+/// # Shapes
+/// - `parents`: `x` `[batch, c_in, h, w]`, `weight` `[c_out, c_in / groups, kh, kw]`, `scale`
+///   and `bias` `[c_out]`, residual like the output
+/// - output: `[batch, c_out, h_out, w_out]`
 fn autodiff_forward<C: CheckpointStrategy, const N: usize>(
     parents: [&FloatTensor<Autodiff<Flex, C>>; N],
     options: ConvOptions<2>,
