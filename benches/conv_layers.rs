@@ -5,8 +5,6 @@
 //! list with PyTorch's `conv2d` and prints both side by side, weighted by how often each layer
 //! occurs in its backbone. The per-layer profile behind issue 11's kernel work.
 
-use std::time::Instant;
-
 use weakalign::backbone::conv::kernels::{self, ConvGeometry, Epilogue, Upstream};
 
 const BATCH: usize = 8;
@@ -78,18 +76,13 @@ const LAYERS: &[Layer] = &[
     ("efficientnet_lite0", 2, 672, 112, 15, 1, 1, (0, 0), false),
 ];
 
-/// Median seconds of `runs` calls of `f` after one warm-up.
+/// Median seconds of `runs` calls of `f` after one warm-up ([`weakalign::bench::time`]).
 fn median(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+    let timed = weakalign::bench::time(runs, || {
+        f();
+        Ok(())
+    });
+    timed.expect("the timed kernels do not fail").0
 }
 
 /// Deterministic values in [-1, 1).

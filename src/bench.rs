@@ -78,8 +78,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median and samples of `runs` timed calls after one warm-up.
-fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, Vec<f64>)> {
+/// Median and samples of `runs` timed calls after one warm-up (also `make bench-conv`'s timer).
+pub fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, Vec<f64>)> {
     time_inside(runs, || {
         let t = Instant::now();
         f()?;

@@ -87,6 +87,24 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
+/// Fixed weights like `y` for a scalar `Σ r ⊙ y` whose gradient differs element by element.
+fn probe(y: &Tensor<4>) -> Tensor<4> {
+    let opts = f64_device();
+    let r = (0..y.dims().iter().product::<usize>())
+        .map(|i| ((i * 7919) % 13) as f64 / 6.0 - 1.0)
+        .collect();
+    Tensor::<4>::from_data(TensorData::new(r, y.dims()), (&opts.0, opts.1))
+}
+
+/// `a(y)` with burn's activation functions (the reference the fused pass is checked against).
+fn activate(y: Tensor<4>, activation: Activation) -> Tensor<4> {
+    match activation {
+        Activation::Identity => y,
+        Activation::Relu => burn::tensor::activation::relu(y),
+        Activation::Relu6 => burn::tensor::activation::relu6(y),
+    }
+}
+
 /// Output and the gradients of `Σ r ⊙ y` w.r.t. input, weight and bias (f64, autodiff).
 fn run(
     c: &Case,
@@ -97,16 +115,7 @@ fn run(
     let w = tensor(&c.w, c.w_shape, opts.clone()).require_grad();
     let b = tensor(&c.bias, [c.bias.len()], opts.clone()).require_grad();
     let y = f(x.clone(), w.clone(), Some(b.clone()), c.options());
-    let r = Tensor::<4>::from_data(
-        TensorData::new(
-            (0..y.dims().iter().product::<usize>())
-                .map(|i| ((i * 7919) % 13) as f64 / 6.0 - 1.0)
-                .collect(),
-            y.dims(),
-        ),
-        (&opts.0, opts.1),
-    );
-    let grads = (y.clone() * r).sum().backward();
+    let grads = (y.clone() * probe(&y)).sum().backward();
     [
         values(y),
         values(x.grad(&grads).unwrap()),
@@ -214,13 +223,30 @@ fn shift_conv_is_deterministic() {
     assert_eq!(run(), run());
 }
 
+/// `bn(x)` through `norm::conv_bn` behind a 1×1 identity convolution (no bias): batch
+/// normalization folded the way the backbones run it.
+fn folded_batch_norm(bn: &burn::nn::BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    use burn::module::Param;
+    use weakalign::backbone::norm;
+
+    let c = x.dims()[1];
+    let opts = f64_device();
+    let eye: Vec<f64> = (0..c * c)
+        .map(|k| f64::from(u8::from(k / c == k % c)))
+        .collect();
+    let mut identity = Conv2dConfig::new([c, c], [1, 1])
+        .with_bias(false)
+        .init(&opts.0);
+    identity.weight = Param::from_tensor(tensor(&eye, [c, c, 1, 1], opts));
+    norm::conv_bn(&identity, bn, x, None, Activation::Identity)
+}
+
 /// Batch normalization with running statistics as one affine map equals burn's `BatchNorm`,
 /// forward and (on the training device, frozen) the gradients to the input, γ and β.
 #[test]
 fn folded_batch_norm_matches_burn() {
     use burn::module::{Module, Param, RunningState};
     use burn::nn::BatchNormConfig;
-    use weakalign::backbone::norm;
 
     let opts = f64_device();
     let vector = |seed: f64, offset: f64| {
@@ -252,7 +278,7 @@ fn folded_batch_norm_matches_burn() {
             values(bn.beta.val().grad(&grads).unwrap()),
         ]
     };
-    let ours = run(&|x| norm::forward(&bn, x));
+    let ours = run(&|x| folded_batch_norm(&bn, x));
     let burn = run(&|x| bn.forward(x));
     for (what, (a, b)) in ["output", "dx", "dgamma", "dbeta"]
         .iter()
@@ -309,7 +335,6 @@ proptest! {
     ) {
         use burn::module::{Module, Param, RunningState};
         use burn::nn::{BatchNorm, BatchNormConfig};
-        use weakalign::backbone::norm;
 
         let opts = f64_device();
         let vector = |v: &[f64]| tensor(v, [3], opts.clone());
@@ -322,16 +347,16 @@ proptest! {
             bn.freeze().set_require_grad(true)
         };
         let shape = [2, 3, 4, 2];
-        gradcheck("batch norm/x", &x, shape, |x| norm::forward(&make(vector(&gamma), vector(&beta)), x));
+        gradcheck("batch norm/x", &x, shape, |x| folded_batch_norm(&make(vector(&gamma), vector(&beta)), x));
         // γ and β: the parameters' autodiff gradients against central differences of Σ y.
         let bn = make(vector(&gamma), vector(&beta));
-        let grads = norm::forward(&bn, tensor(&x, shape, opts.clone())).sum().backward();
+        let grads = folded_batch_norm(&bn, tensor(&x, shape, opts.clone())).sum().backward();
         let analytic = [
             values(bn.gamma.val().grad(&grads).unwrap()),
             values(bn.beta.val().grad(&grads).unwrap()),
         ];
         let total = |g: &[f64], b: &[f64]| {
-            values(norm::forward(&make(vector(g), vector(b)), tensor(&x, shape, opts.clone())).sum())[0]
+            values(folded_batch_norm(&make(vector(g), vector(b)), tensor(&x, shape, opts.clone())).sum())[0]
         };
         let h = crate::common::FD_STEP;
         for (which, analytic) in analytic.iter().enumerate() {
@@ -421,11 +446,7 @@ fn composed(
         Some(r) => y + r,
         None => y,
     };
-    match activation {
-        Activation::Identity => y,
-        Activation::Relu => burn::tensor::activation::relu(y),
-        Activation::Relu6 => burn::tensor::activation::relu6(y),
-    }
+    activate(y, activation)
 }
 
 /// Output and the gradients of `Σ q ⊙ y` w.r.t. x, weight, scale, bias and residual (f64).
@@ -456,16 +477,7 @@ fn run_fused(c: &FusedCase, fused: bool) -> Vec<Vec<f64>> {
             c.conv.options(),
         )
     };
-    let q = Tensor::<4>::from_data(
-        TensorData::new(
-            (0..y.dims().iter().product::<usize>())
-                .map(|i| ((i * 7919) % 13) as f64 / 6.0 - 1.0)
-                .collect(),
-            y.dims(),
-        ),
-        (&opts.0, opts.1),
-    );
-    let grads = (y.clone() * q).sum().backward();
+    let grads = (y.clone() * probe(&y)).sum().backward();
     let mut out = vec![
         values(y),
         values(x.grad(&grads).unwrap()),
@@ -574,12 +586,10 @@ fn conv_bn_matches_burn_modules() {
             let y = if fused {
                 norm::conv_bn(&conv_module, &bn, x.clone(), Some(r.clone()), activation)
             } else {
-                let y = bn.forward(conv_module.forward(x.clone())) + r.clone();
-                match activation {
-                    Activation::Identity => y,
-                    Activation::Relu => burn::tensor::activation::relu(y),
-                    Activation::Relu6 => burn::tensor::activation::relu6(y),
-                }
+                activate(
+                    bn.forward(conv_module.forward(x.clone())) + r.clone(),
+                    activation,
+                )
             };
             let grads = (y.clone() * y.clone()).sum().backward();
             [

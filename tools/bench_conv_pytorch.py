@@ -8,26 +8,19 @@ Writes target/bench/conv_layers_torch.json."""
 
 import json
 import os
-import time
+import sys
 
 import torch
 import torch.nn.functional as F
 
+os.environ.setdefault("BENCH_RUNS", "3")  # before bench_pytorch reads it (its own default is 5)
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_pytorch import timed  # noqa: E402  (the same timer, threads and runs as make bench)
 
-def median(runs, f):
-    f()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
+torch.set_grad_enabled(True)  # the fixtures bench_pytorch imports turn it off
 
 
 def main():
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    runs = int(os.environ.get("BENCH_RUNS", "3"))
     rows = json.load(open("target/bench/conv_layers.json"))
     totals = {}
     out = []
@@ -43,7 +36,7 @@ def main():
                             padding=0 if p0 != p1 else p0, groups=groups)
 
         with torch.no_grad():
-            fwd = median(runs, lambda: conv(x, w))
+            fwd, _ = timed(lambda: conv(x, w))
         xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
         y = conv(xg, wg)
         dy = torch.rand_like(y)
@@ -52,9 +45,7 @@ def main():
             y = conv(xg, wg)
             torch.autograd.grad(y, (xg, wg), dy)
 
-        with torch.no_grad():
-            base = median(runs, lambda: conv(x, w))
-        bwd = max(median(runs, step) - base, 0.0)  # the backward alone: step minus its forward
+        bwd = max(timed(step)[0] - fwd, 0.0)  # the backward alone: step minus its forward
         n = r["count"]
         t = totals.setdefault(r["backbone"], [0.0, 0.0, 0.0, 0.0])
         t[0] += n * r["forward_s"]

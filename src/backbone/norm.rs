@@ -1,17 +1,15 @@
-//! Batch normalization with fixed statistics, as one per-channel affine map.
+//! Batch normalization with fixed statistics, folded into the convolution before it.
 //!
 //! burn's `BatchNorm` in inference mode (running statistics: evaluation, and training with
 //! `batch_norm = "frozen"`, the reference's weak training) computes `(x − μ) / √(σ² + ε) · γ + β`
 //! as four passes over the activation, each recorded for the backward. The same map is
-//! `x · s + t` with `s = γ / √(σ² + ε)` and `t = β − μ · s` computed on the `[channels]`
-//! vectors: two passes, gradients to `x`, `γ` and `β` through the same autodiff (issue 11).
-//! Outputs and gradients equal burn's up to float rounding (tested in `tests/conv.rs`).
-//!
-//! After a convolution the map costs nothing: `conv(x; W)·s + t = conv(x; W·s) + t`, so
+//! `x · s + t` with `s = γ / √(σ² + ε)` and `t = β − μ · s` computed on the `[channels]` vectors,
+//! and after a convolution it costs nothing: `conv(x; W)·s + t = conv(x; W·s) + t`. So
 //! [`conv_bn`] hands `s` to the convolution, whose kernels scale the `[c_out, …]` weight (not the
 //! activation) and return the gradients of `W` and `s`, and `t` (with the activation and
 //! residual that follow) to its fused output pass ([`conv::conv2d_with`]); autodiff carries the
-//! gradient of `s` and `t` back to `γ` and `β`.
+//! gradients of `s` and `t` back to `γ` and `β` (issue 11). Outputs and gradients equal burn's
+//! up to float rounding (tested in `tests/conv.rs`).
 
 use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
@@ -65,18 +63,4 @@ pub fn conv_bn(
         activation,
     };
     conv::forward_with(conv, conv.weight.val(), x, after)
-}
-
-/// `bn.forward(x)`; where `bn` uses its running statistics, as one affine map (module docs).
-///
-/// # Shapes
-/// - `x`: `[batch, channels, h, w]`
-/// - output: `[batch, channels, h, w]`
-pub fn forward(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    if uses_batch_statistics(bn, &x) {
-        return bn.forward(x); // batch statistics, updating the running ones
-    }
-    let (scale, shift) = affine(bn, &x.device());
-    let c = scale.dims()[0];
-    x * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
 }

@@ -531,6 +531,9 @@ fn write_summary(
     opts: &RunOptions,
 ) -> Result<()> {
     let exp = &r.experiment;
+    // The weak loss's inlier scores at the last logged weak step (none without a weak stage).
+    let [inlier_aff, inlier_aff_tps] =
+        last_weak_metrics(&run.path, ["inlier_aff", "inlier_aff_tps"]);
     let summary = serde_json::json!({
         "experiment": exp.name,
         "config_hash": r.hash,
@@ -545,9 +548,8 @@ fn write_summary(
         "test_identity_pck": result.identity,
         "best_valid_pck": state.best_pck,
         "best_step": state.best_step,
-        // The weak loss's inlier scores at the last logged weak step (none without a weak stage).
-        "weak_inlier_aff": last_weak_metric(&run.path, "inlier_aff"),
-        "weak_inlier_aff_tps": last_weak_metric(&run.path, "inlier_aff_tps"),
+        "weak_inlier_aff": inlier_aff,
+        "weak_inlier_aff_tps": inlier_aff_tps,
     });
     run.write(
         "summary.json",
@@ -555,14 +557,26 @@ fn write_summary(
     )
 }
 
-/// The last value of `tag` logged in the weak stage (`metrics.jsonl` of the run at `run`).
-fn last_weak_metric(run: &Path, tag: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
-    text.lines()
+/// The last values of `tags` logged in the weak stage (`metrics.jsonl` of the run at `run`,
+/// read once).
+fn last_weak_metrics<const N: usize>(run: &Path, tags: [&str; N]) -> [Option<f64>; N] {
+    // Per tag: its last line's value, once that line is seen.
+    let mut found: [Option<Option<f64>>; N] = [None; N];
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    let weak = text
+        .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["stage"] == "weak" && v["tag"] == tag)
-        .and_then(|v| v["value"].as_f64())
+        .filter(|v| v["stage"] == "weak");
+    for v in weak {
+        if let Some(i) = tags.iter().position(|&t| v["tag"] == t) {
+            found[i] = found[i].or(Some(v["value"].as_f64()));
+        }
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    found.map(Option::flatten)
 }
 
 /// A minimal line diff (`-` old, `+` new) for the config-change record.

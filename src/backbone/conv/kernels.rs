@@ -82,6 +82,12 @@ impl Activation {
             Activation::Relu6 => y > T::default() && y < T::SIX,
         }
     }
+
+    /// The gradient before the activation, `d · a'(v)`, from the gradient `d` after it and the
+    /// output `y = a(v)`.
+    pub fn gradient<T: Real>(self, y: T, d: T) -> T {
+        if self.passes(y) { d } else { T::default() }
+    }
 }
 
 /// What the forward applies to each output element `v` of the convolution, in the pass that
@@ -104,15 +110,27 @@ impl<T: Real> Epilogue<'_, T> {
         activation: Activation::Identity,
     };
 
-    /// Writes `a(row + bias[c] + residual[at..])` to `out` (`at` = where `out` starts in the
-    /// whole output, `c` its output channel).
-    fn write(&self, out: &mut [T], row: &[T], c: usize, at: usize) {
-        out.copy_from_slice(row);
-        self.apply_in_place(out, c, at);
+    /// Writes output channel `c` of image `b` from its extended row: `a(ext + bias[c] +
+    /// residual)` for each valid column (the junk ones, `x ≥ w_out`, are dropped).
+    ///
+    /// # Shapes
+    /// - `out_b`: image `b`'s output, `[c_out, h_out, w_out]`; `ext`: `[n_ext]`
+    fn write_channel(&self, g: &ConvGeometry, out_b: &mut [T], ext: &[T], c: usize, b: usize) {
+        let [h_out, w_out] = g.size_out();
+        let wq = g.phase_size()[1];
+        for y in 0..h_out {
+            let at = (c * h_out + y) * w_out;
+            let out = &mut out_b[at..at + w_out];
+            out.copy_from_slice(&ext[y * wq..y * wq + w_out]);
+            self.apply_in_place(out, c, b * g.c_out * h_out * w_out + at);
+        }
     }
 
     /// `out ← a(out + bias[c] + residual[at..])` (`at` = where `out` starts in the whole output,
     /// `c` its output channel).
+    ///
+    /// # Shapes
+    /// - `out`: part of one row of output channel `c`
     fn apply_in_place(&self, out: &mut [T], c: usize, at: usize) {
         let b = self.bias.map_or(T::default(), |bias| bias[c]);
         let a = self.activation;
@@ -555,6 +573,11 @@ pub fn forward<T: Real>(
 
 /// [`forward`] for a dense convolution, on the prepared weight (`[c_out, kh, kw, c_in]`): one
 /// product per tap.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: prepared ([`prepared_index`]), the epilogue's as in
+///   [`forward`]
+/// - output: `[batch, c_out, h_out, w_out]`
 fn dense_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T], epi: &Epilogue<T>) -> Vec<T> {
     let [h_out, w_out] = g.size_out();
     let wq = g.phase_size()[1];
@@ -590,11 +613,7 @@ fn dense_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T], epi: &Epilogu
                 }
             }
             for (co, row) in ext.chunks(n_ext).enumerate() {
-                for y in 0..h_out {
-                    let at = (co * h_out + y) * w_out;
-                    let row = &row[y * wq..y * wq + w_out];
-                    epi.write(&mut out_b[at..at + w_out], row, co, b * out_img + at);
-                }
+                epi.write_channel(g, out_b, row, co, b);
             }
         }
     })
@@ -602,6 +621,11 @@ fn dense_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T], epi: &Epilogu
 
 /// [`forward`] for a 1×1 convolution at stride 1 without padding: the image is its own phase
 /// plane, so one product per image writes the output in place.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: prepared ([`prepared_index`]), the epilogue's as in
+///   [`forward`]
+/// - output: `[batch, c_out, h_out, w_out]`
 fn pointwise_forward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
@@ -662,6 +686,9 @@ impl<T: Real> Upstream<'_, T> {
 
     /// Image `b`'s `dv` laid out on the extended columns (`dst`, `[c_out, n_ext]`, its junk
     /// columns left as they are: zero), and its sums per channel added to `db`.
+    ///
+    /// # Shapes
+    /// - `dst`: `[c_out, n_ext]`, `db`: `[c_out]`
     fn extend_into(&self, g: &ConvGeometry, b: usize, dst: &mut [T], mut db: Option<&mut [T]>) {
         let [h_out, w_out] = g.size_out();
         let (wq, n_ext) = (g.phase_size()[1], g.n_ext());
@@ -675,7 +702,7 @@ impl<T: Real> Upstream<'_, T> {
                 match self.through {
                     Some((a, out)) => {
                         for ((d, &v), &y) in dst.iter_mut().zip(dy).zip(&out[from..from + w_out]) {
-                            *d = if a.passes(y) { v } else { T::default() };
+                            *d = a.gradient(y, v);
                             sum += *d;
                         }
                     }
@@ -751,6 +778,11 @@ type Grads<T> = (Option<Vec<T>>, [Option<Vec<T>>; 2]);
 
 /// [`backward`] for a 1×1 convolution at stride 1 without padding: per image one product for
 /// the input gradient (written in place) and one for the weight's.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: prepared ([`prepared_index`]), `up.dy`:
+///   `[batch, c_out, h_out, w_out]`
+/// - output: `dx` like `x`, the prepared weight's gradient like `weight`, the bias's `[c_out]`
 fn pointwise_backward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
@@ -825,8 +857,13 @@ fn pointwise_backward<T: Real>(
     })
 }
 
-/// [`backward`] for a dense convolution on the prepared weight (`[c_out, kh·kw, c_in]`): per
+/// [`backward`] for a dense convolution on the prepared weight (`[c_out, kh, kw, c_in]`): per
 /// image one product per tap for the input gradient and one for the weight's.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: prepared ([`prepared_index`]), `up.dy`:
+///   `[batch, c_out, h_out, w_out]`
+/// - output: `dx` like `x`, the prepared weight's gradient like `weight`, the bias's `[c_out]`
 fn dense_backward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
@@ -930,6 +967,11 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 }
 
 /// [`forward`] for a depthwise convolution: per channel, one scaled shifted row per tap.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: prepared ([`prepared_index`]), the epilogue's as in
+///   [`forward`]
+/// - output: `[batch, c_out, h_out, w_out]`
 fn depthwise_forward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
@@ -961,17 +1003,18 @@ fn depthwise_forward<T: Real>(
                         );
                     }
                 }
-                for y in 0..h_out {
-                    let at = (c * h_out + y) * w_out;
-                    let row = &ext[y * wq..y * wq + w_out];
-                    epi.write(&mut out_b[at..at + w_out], row, c, b * out_img + at);
-                }
+                epi.write_channel(g, out_b, &ext, c, b);
             }
         }
     })
 }
 
-/// [`backward`] for a depthwise convolution.
+/// [`backward`] for a depthwise convolution: per channel, one scaled shifted row per tap.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`, `weight`: prepared ([`prepared_index`]), `up.dy`:
+///   `[batch, c_out, h_out, w_out]`
+/// - output: `dx` like `x`, the prepared weight's gradient like `weight`, the bias's `[c_out]`
 fn depthwise_backward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
@@ -1044,12 +1087,6 @@ pub fn through_activation<T: Real>(activation: Activation, y: &[T], dy: &[T]) ->
     y.par_iter()
         .with_min_len(CHUNK)
         .zip(dy)
-        .map(|(&y, &d)| {
-            if activation.passes(y) {
-                d
-            } else {
-                T::default()
-            }
-        })
+        .map(|(&y, &d)| activation.gradient(y, d))
         .collect()
 }

@@ -194,11 +194,11 @@ fn flex_backward(
 ) -> [Option<FlexTensor>; 5] {
     fn run<T: Real + burn::tensor::Element + bytemuck::Pod>(
         g: &ConvGeometry,
-        [x, weight, scale, y, dy]: [&FlexTensor; 5],
+        [x, weight, scale, y, dy_tensor]: [&FlexTensor; 5],
         activation: Activation,
         [want_dx, want_dw, want_ds, want_db, want_dr]: [bool; 5],
     ) -> [Option<FlexTensor>; 5] {
-        let (dy, y) = (host::<T>(dy), host::<T>(y));
+        let (dy, y) = (host::<T>(dy_tensor), host::<T>(y));
         let [h_out, w_out] = g.size_out();
         let through = (activation != Activation::Identity).then_some((activation, &*y));
         // The residual's gradient is `dv` itself: computed whole where it is wanted, else image
@@ -219,9 +219,10 @@ fn flex_backward(
             let want = [want_dx, want_dw, want_ds, want_db];
             kernels::backward::<T>(g, [&x, &weight], Some(&scale), up, want)
         };
-        let dr = want_dr.then(|| {
-            let dv = dv.unwrap_or_else(|| dy.into_owned());
-            flex(dv, [g.batch, g.c_out, h_out, w_out])
+        // Without an activation the residual's gradient is the output's, as it came.
+        let dr = want_dr.then(|| match dv {
+            Some(dv) => flex(dv, [g.batch, g.c_out, h_out, w_out]),
+            None => dy_tensor.clone(),
         });
         [
             dx.map(|v| flex(v, x.shape().dims::<4>())),
@@ -398,11 +399,7 @@ fn options_of(conv: &Conv2d, [h, w]: [usize; 2]) -> ConvOptions<2> {
 /// - `x`: `[batch, c_in, h, w]`
 /// - output: `[batch, c_out, h_out, w_out]`, as `Conv2d::forward`
 pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let after = After {
-        bias: conv.bias.as_ref().map(|b| b.val()),
-        ..After::default()
-    };
-    forward_with(conv, conv.weight.val(), x, after)
+    forward_then(conv, x, Activation::Identity)
 }
 
 /// `a(conv.forward(x))`, in one pass over the output where the kernels apply.
