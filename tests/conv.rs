@@ -32,12 +32,13 @@ impl Case {
     }
 }
 
-/// Random problems the kernel fits: 1–3 images, 1–4 channels in and out, dense or depthwise,
+/// Random problems the kernel fits: 1–3 images, 1–6 channels in (up to 4 the dense kernels gather
+/// the taps into one product, above they run one per tap), 1–4 out, dense or depthwise,
 /// kernels 1–3 (and 7×7, ResNet's stem), strides 1–2, padding 0–2 per side (asymmetric
 /// included).
 fn case() -> impl Strategy<Value = Case> {
     (
-        (1..=3usize, 1..=4usize, 1..=4usize, any::<bool>()),
+        (1..=3usize, 1..=6usize, 1..=4usize, any::<bool>()),
         prop_oneof![
             Just([1usize, 1]),
             Just([3, 3]),

@@ -18,6 +18,9 @@ mod grad;
 // The backbones' convolution kernels against burn's and finite differences.
 mod conv;
 
+// Max pooling against burn's and finite differences.
+mod pool;
+
 // Golden values from PyTorch (tests/golden/README.md says how they were made).
 mod golden;
 

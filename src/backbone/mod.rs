@@ -14,6 +14,7 @@
 pub mod conv;
 pub mod efficientnet;
 pub mod norm;
+pub mod pool;
 pub mod resnet;
 pub mod vgg16;
 

@@ -9,6 +9,7 @@
 
 use super::conv::Activation::{Identity, Relu};
 use super::norm::conv_bn;
+use super::pool::max_pool2d;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -141,7 +142,7 @@ impl ResNet101 {
     /// - output: `[batch, 1024, h/16, w/16]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
         let x = conv_bn(&self.conv1, &self.bn1, images, None, Relu); // [B, 64, h/2, w/2]
-        let mut x = self.maxpool.forward(x); // [B, 64, h/4, w/4]
+        let mut x = max_pool2d(&self.maxpool, x); // [B, 64, h/4, w/4]
         for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3) {
             x = block.forward(x);
         }

@@ -9,6 +9,7 @@
 
 use super::conv;
 use super::conv::Activation::Relu;
+use super::pool::max_pool2d;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -94,21 +95,14 @@ impl Vgg16 {
     /// - output: `[batch, 512, h/16, w/16]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
         let x = conv::forward_then(&self.conv1_1, images, Relu);
-        let x = self
-            .pool
-            .forward(conv::forward_then(&self.conv1_2, x, Relu)); // [B, 64, h/2, w/2]
+        let x = max_pool2d(&self.pool, conv::forward_then(&self.conv1_2, x, Relu)); // [B, 64, h/2, w/2]
         let x = conv::forward_then(&self.conv2_1, x, Relu);
-        let x = self
-            .pool
-            .forward(conv::forward_then(&self.conv2_2, x, Relu)); // [B, 128, h/4, w/4]
+        let x = max_pool2d(&self.pool, conv::forward_then(&self.conv2_2, x, Relu)); // [B, 128, h/4, w/4]
         let x = conv::forward_then(&self.conv3_1, x, Relu);
         let x = conv::forward_then(&self.conv3_2, x, Relu);
-        let x = self
-            .pool
-            .forward(conv::forward_then(&self.conv3_3, x, Relu)); // [B, 256, h/8, w/8]
+        let x = max_pool2d(&self.pool, conv::forward_then(&self.conv3_3, x, Relu)); // [B, 256, h/8, w/8]
         let x = conv::forward_then(&self.conv4_1, x, Relu);
         let x = conv::forward_then(&self.conv4_2, x, Relu);
-        self.pool
-            .forward(conv::forward_then(&self.conv4_3, x, Relu)) // [B, 512, h/16, w/16]
+        max_pool2d(&self.pool, conv::forward_then(&self.conv4_3, x, Relu)) // [B, 512, h/16, w/16]
     }
 }

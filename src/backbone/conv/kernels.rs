@@ -9,15 +9,21 @@
 //! (`dP[c_in, q + off] += W_ijᵀ · dY`) and the weight gradient (`dW_ij += dY · P[·, q + off]ᵀ`).
 //! The columns `q` with `x ≥ w_out` are junk: computed and dropped (forward), zero (backward).
 //! A 1×1 convolution at stride 1 without padding needs no phases: one product per image, in place.
+//! With few input channels (the stems, `c_in` = 3) the taps' shifted rows are gathered into one
+//! `[kh·kw·c_in, n_ext]` matrix first, so that the forward and the weight gradient are each one
+//! product of useful depth rather than `kh·kw` products of depth 3.
 //!
 //! Around the products: the weight is scaled per output channel and laid out `[c_out, kh, kw,
 //! c_in]` once per call (`prepare_weight`); the forward's [`Epilogue`] adds the bias and the
 //! residual and applies the activation as it writes each output row; the backward reads the
 //! output gradient through the activation ([`Upstream`]) and sums the bias gradient as it lays it
-//! out, image by image.
+//! out, image by image. Outputs and input gradients are written whole, so their buffers are not
+//! zero-filled first.
 //!
 //! The products run on the `gemm` crate (the kernels burn's CPU backend uses), images in
 //! parallel on rayon's pool.
+
+use core::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -37,16 +43,27 @@ pub trait Real:
     const ONE: Self;
     /// ReLU6's ceiling.
     const SIX: Self;
+
+    /// Whether this is NaN.
+    fn is_nan(self) -> bool;
 }
 
 impl Real for f32 {
     const ONE: Self = 1.0;
     const SIX: Self = 6.0;
+
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
 }
 
 impl Real for f64 {
     const ONE: Self = 1.0;
     const SIX: Self = 6.0;
+
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
 }
 
 /// The pointwise function applied to a convolution's output (after its bias and residual).
@@ -110,19 +127,45 @@ impl<T: Real> Epilogue<'_, T> {
         activation: Activation::Identity,
     };
 
-    /// Writes output channel `c` of image `b` from its extended row: `a(ext + bias[c] +
-    /// residual)` for each valid column (the junk ones, `x ≥ w_out`, are dropped).
+    /// Writes output channel `c` of image `b` (every element of it) from its extended row:
+    /// `a(ext + bias[c] + residual)` for each valid column (the junk ones, `x ≥ w_out`, are
+    /// dropped).
     ///
     /// # Shapes
     /// - `out_b`: image `b`'s output, `[c_out, h_out, w_out]`; `ext`: `[n_ext]`
-    fn write_channel(&self, g: &ConvGeometry, out_b: &mut [T], ext: &[T], c: usize, b: usize) {
+    fn write_channel(
+        &self,
+        g: &ConvGeometry,
+        out_b: &mut [MaybeUninit<T>],
+        ext: &[T],
+        c: usize,
+        b: usize,
+    ) {
         let [h_out, w_out] = g.size_out();
         let wq = g.phase_size()[1];
+        let bias = self.bias.map_or(T::default(), |bias| bias[c]);
+        let a = self.activation;
         for y in 0..h_out {
             let at = (c * h_out + y) * w_out;
-            let out = &mut out_b[at..at + w_out];
-            out.copy_from_slice(&ext[y * wq..y * wq + w_out]);
-            self.apply_in_place(out, c, b * g.c_out * h_out * w_out + at);
+            let (out, ext) = (&mut out_b[at..at + w_out], &ext[y * wq..y * wq + w_out]);
+            match self.residual {
+                Some(r) => {
+                    let from = b * g.c_out * h_out * w_out + at;
+                    for ((o, &v), &r) in out.iter_mut().zip(ext).zip(&r[from..from + w_out]) {
+                        let mut s = v;
+                        s += bias;
+                        s += r;
+                        o.write(a.apply(s));
+                    }
+                }
+                None => {
+                    for (o, &v) in out.iter_mut().zip(ext) {
+                        let mut s = v;
+                        s += bias;
+                        o.write(a.apply(s));
+                    }
+                }
+            }
         }
     }
 
@@ -230,6 +273,33 @@ impl ConvGeometry {
             && self.padding == [(0, 0), (0, 0)]
     }
 
+    /// Whether the dense kernels gather the taps' rows into one `[kh·kw·c_in, n_ext]` matrix
+    /// and run one product of depth `kh·kw·c_in` instead of one of depth `c_in` per tap: the
+    /// stems (`c_in` = 3: VGG's 3×3 conv1_1, ResNet's 7×7, EfficientNet's 3×3 stride 2), where
+    /// a depth-3 product runs at a tenth of the machine's speed.
+    fn gathers_taps(&self) -> bool {
+        !self.depthwise && self.c_in <= GATHER_MAX_C_IN && !self.is_pointwise()
+    }
+
+    /// Writes the taps' rows of the phase-split image into `cols` (`[kh·kw·c_in, n_ext]`, row
+    /// `(i·kw + j)·c_in + c` = channel `c` shifted by tap `(i, j)`: the rows of the prepared
+    /// weight's columns, [`prepared_index`]).
+    fn gather_taps<T: Real>(&self, phases: &[T], cols: &mut [T]) {
+        let [hq, wq] = self.phase_size();
+        let n_ext = self.n_ext();
+        let mut rows = cols.chunks_mut(n_ext.max(1));
+        for i in 0..self.kernel[0] {
+            for j in 0..self.kernel[1] {
+                for c in 0..self.c_in {
+                    let at = self.tap_offset(i, j) + c * hq * wq;
+                    if let Some(row) = rows.next() {
+                        row.copy_from_slice(&phases[at..at + n_ext]);
+                    }
+                }
+            }
+        }
+    }
+
     /// Input channels each output channel sees.
     fn c_in_per_group(&self) -> usize {
         if self.depthwise { 1 } else { self.c_in }
@@ -273,9 +343,9 @@ impl ConvGeometry {
         }
     }
 
-    /// Writes one image (`[c_in, h, w]`) into `phases` (zeroed first).
+    /// Writes one image (`[c_in, h, w]`) into `phases`. The padding's places are never written:
+    /// a buffer zeroed once keeps them zero from image to image.
     fn split_phases<T: Real>(&self, image: &[T], phases: &mut [T]) {
-        phases.fill(T::default());
         self.for_each_run(|from, step, to, len| {
             if step == 1 {
                 phases[to..to + len].copy_from_slice(&image[from..from + len]);
@@ -287,20 +357,19 @@ impl ConvGeometry {
         });
     }
 
-    /// Reads one image's gradient (`[c_in, h, w]`) out of its phase-split padded gradient
-    /// (the padding's share is dropped).
-    fn merge_phases<T: Real>(&self, phases: &[T], image: &mut [T]) {
+    /// Writes one image's gradient (`[c_in, h, w]`, every element) from its phase-split padded
+    /// gradient (the padding's share is dropped).
+    fn merge_phases<T: Real>(&self, phases: &[T], image: &mut [MaybeUninit<T>]) {
         self.for_each_run(|from, step, to, len| {
-            if step == 1 {
-                image[from..from + len].copy_from_slice(&phases[to..to + len]);
-            } else {
-                for (k, &v) in phases[to..to + len].iter().enumerate() {
-                    image[from + k * step] = v;
-                }
+            for (k, &v) in phases[to..to + len].iter().enumerate() {
+                image[from + k * step].write(v);
             }
         });
     }
 }
+
+/// Up to how many input channels the dense kernels gather the taps ([`ConvGeometry::gathers_taps`]).
+const GATHER_MAX_C_IN: usize = 4;
 
 /// How the images are shared out: contiguous groups run in parallel (one per thread) when there
 /// are at least as many images as threads, each product then single-threaded; otherwise one
@@ -358,41 +427,83 @@ fn optional_groups<'a, T>(
     }
 }
 
+/// A vector of `len` elements that `init` writes, without zeroing it first (the kernels'
+/// outputs and input gradients: zero-filling them was about 4 % of a ResNet-101 training step,
+/// `perf`, issue 11).
+///
+/// # Safety
+/// `init` writes every element of the slice it is given.
+unsafe fn written_by<T>(len: usize, init: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    init(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the first `len` elements are initialized (the caller's contract).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The elements `product` wrote, as a slice.
+///
+/// # Safety
+/// Every element of `slice` has been written.
+unsafe fn assume_written<T>(slice: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and every element is initialized.
+    unsafe { core::slice::from_raw_parts_mut(slice.as_mut_ptr().cast::<T>(), slice.len()) }
+}
+
 /// Runs `run_group(images, their output)` on the plan's groups in parallel and returns the
-/// output (`[batch, per_image]`, zero-initialized).
-fn forward_groups<T: Real>(
+/// output (`[batch, per_image]`).
+///
+/// # Safety
+/// `run_group` writes every element of the output slice it is given.
+unsafe fn forward_groups<T: Real>(
     groups: Vec<core::ops::Range<usize>>,
     per_image: usize,
-    run_group: impl Fn(core::ops::Range<usize>, &mut [T]) + Sync + Send,
+    run_group: impl Fn(core::ops::Range<usize>, &mut [MaybeUninit<T>]) + Sync + Send,
 ) -> Vec<T> {
     let batch = groups.last().map_or(0, |r| r.end);
-    let mut out = vec![T::default(); batch * per_image];
-    let slices = split_groups(&mut out, &groups, per_image);
-    groups
-        .into_par_iter()
-        .zip(slices)
-        .for_each(|(range, out_g)| run_group(range, out_g));
-    out
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        let slices = split_groups(out, &groups, per_image);
+        groups
+            .clone()
+            .into_par_iter()
+            .zip(slices)
+            .for_each(|(range, out_g)| run_group(range, out_g));
+    };
+    // SAFETY: the groups cover the batch, and each run writes its whole slice (the contract).
+    unsafe { written_by(batch * per_image, fill) }
 }
 
 /// Runs `run_group(images, their input gradient if asked for)` on the plan's groups in
 /// parallel; each returns its parts of the weight and bias gradients (where asked for). Returns
 /// the input gradient (`[batch, x_per_image]`) and the groups' parts summed in group order, so
 /// the result does not depend on which thread finishes first.
-fn backward_groups<T: Real>(
+///
+/// # Safety
+/// `run_group` writes every element of the input-gradient slice it is given.
+unsafe fn backward_groups<T: Real>(
     groups: Vec<core::ops::Range<usize>>,
     want_dx: bool,
     x_per_image: usize,
-    run_group: impl Fn(core::ops::Range<usize>, Option<&mut [T]>) -> [Option<Vec<T>>; 2] + Sync + Send,
+    run_group: impl Fn(core::ops::Range<usize>, Option<&mut [MaybeUninit<T>]>) -> [Option<Vec<T>>; 2]
+    + Sync
+    + Send,
 ) -> (Option<Vec<T>>, [Option<Vec<T>>; 2]) {
     let batch = groups.last().map_or(0, |r| r.end);
-    let mut dx = want_dx.then(|| vec![T::default(); batch * x_per_image]);
-    let dx_slices = optional_groups(dx.as_deref_mut(), &groups, x_per_image);
-    let parts: Vec<[Option<Vec<T>>; 2]> = groups
-        .into_par_iter()
-        .zip(dx_slices)
-        .map(|(range, dx_g)| run_group(range, dx_g))
-        .collect();
+    let mut parts = Vec::new();
+    let mut run = |dx: Option<&mut [MaybeUninit<T>]>| {
+        let dx_slices = optional_groups(dx, &groups, x_per_image);
+        parts = groups
+            .clone()
+            .into_par_iter()
+            .zip(dx_slices)
+            .map(|(range, dx_g)| run_group(range, dx_g))
+            .collect();
+    };
+    // SAFETY: the groups cover the batch, and each run writes its whole slice (the contract).
+    let dx = want_dx.then(|| unsafe { written_by(batch * x_per_image, |dx| run(Some(dx))) });
+    if !want_dx {
+        run(None);
+    }
     let (mut dw, mut db) = (Vec::new(), Vec::new());
     for [w, b] in parts {
         dw.extend(w);
@@ -479,19 +590,22 @@ fn prepare_weight<'a, T: Real>(
     }
     // One row of `c_in · taps` elements per output channel, in both layouts.
     let per_out = (c_in * taps).max(1);
-    let mut out = vec![T::default(); weight.len()];
-    out.par_chunks_mut(per_out)
-        .zip(weight.par_chunks(per_out))
-        .enumerate()
-        .for_each(|(oc, (o, w))| {
-            let s = scale.map_or(T::ONE, |s| s[oc]);
-            for ic in 0..c_in {
-                for t in 0..taps {
-                    o[prepared_index(g, 0, ic, t)] = w[ic * taps + t] * s;
+    let permute = |out: &mut [MaybeUninit<T>]| {
+        out.par_chunks_mut(per_out)
+            .zip(weight.par_chunks(per_out))
+            .enumerate()
+            .for_each(|(oc, (o, w))| {
+                let s = scale.map_or(T::ONE, |s| s[oc]);
+                for ic in 0..c_in {
+                    for t in 0..taps {
+                        o[prepared_index(g, 0, ic, t)].write(w[ic * taps + t] * s);
+                    }
                 }
-            }
-        });
-    std::borrow::Cow::Owned(out)
+            });
+    };
+    // SAFETY: `prepared_index` maps each output channel's `c_in · taps` elements one to one
+    // onto its row, so every element is written.
+    std::borrow::Cow::Owned(unsafe { written_by(weight.len(), permute) })
 }
 
 /// The weight and scale gradients from the prepared weight's (`dW'`, at [`prepared_index`]):
@@ -572,7 +686,7 @@ pub fn forward<T: Real>(
 }
 
 /// [`forward`] for a dense convolution, on the prepared weight (`[c_out, kh, kw, c_in]`): one
-/// product per tap.
+/// product per tap, or one in all for few input channels ([`ConvGeometry::gathers_taps`]).
 ///
 /// # Shapes
 /// - `x`: `[batch, c_in, h, w]`, `weight`: prepared ([`prepared_index`]), the epilogue's as in
@@ -584,11 +698,45 @@ fn dense_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T], epi: &Epilogu
     let (n_ext, plane_out) = (g.n_ext(), h_out * w_out);
     let (x_img, out_img) = (g.c_in * g.size_in[0] * g.size_in[1], g.c_out * plane_out);
     let (groups, inner) = plan(g.batch);
-    forward_groups(groups, out_img, |range, out_g: &mut [T]| {
+    let run_group = |range: core::ops::Range<usize>, out_g: &mut [MaybeUninit<T>]| {
         let mut phases = vec![T::default(); g.phase_image_len()];
         let mut ext = vec![T::default(); g.c_out * n_ext];
+        let depth = g.kernel[0] * g.kernel[1] * g.c_in;
+        let mut cols = vec![T::default(); if g.gathers_taps() { depth * n_ext } else { 0 }];
         for (b, out_b) in range.zip(out_g.chunks_mut(out_img.max(1))) {
             g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+            if g.gathers_taps() {
+                g.gather_taps(&phases, &mut cols);
+                let (lhs, rhs) = (
+                    View {
+                        ptr: weight.as_ptr(),
+                        rs: depth as isize,
+                        cs: 1,
+                    },
+                    View {
+                        ptr: cols.as_ptr(),
+                        rs: n_ext as isize,
+                        cs: 1,
+                    },
+                );
+                // SAFETY: `ext` is [c_out, n_ext], the prepared weight [c_out, depth] and
+                // `cols` [depth, n_ext], all row-major.
+                unsafe {
+                    product(
+                        [g.c_out, n_ext, depth],
+                        ext.as_mut_ptr(),
+                        [n_ext as isize, 1],
+                        false,
+                        lhs,
+                        rhs,
+                        inner,
+                    )
+                }
+                for (co, row) in ext.chunks(n_ext).enumerate() {
+                    epi.write_channel(g, out_b, row, co, b);
+                }
+                continue;
+            }
             for i in 0..g.kernel[0] {
                 for j in 0..g.kernel[1] {
                     let rhs = View {
@@ -616,7 +764,9 @@ fn dense_forward<T: Real>(g: &ConvGeometry, x: &[T], weight: &[T], epi: &Epilogu
                 epi.write_channel(g, out_b, row, co, b);
             }
         }
-    })
+    };
+    // SAFETY: each image's channels are all written by `write_channel`.
+    unsafe { forward_groups(groups, out_img, run_group) }
 }
 
 /// [`forward`] for a 1×1 convolution at stride 1 without padding: the image is its own phase
@@ -635,7 +785,7 @@ fn pointwise_forward<T: Real>(
     let plane = g.size_in[0] * g.size_in[1];
     let (x_img, out_img) = (g.c_in * plane, g.c_out * plane);
     let (groups, inner) = plan(g.batch);
-    forward_groups(groups, out_img, |range, out_g: &mut [T]| {
+    let run_group = |range: core::ops::Range<usize>, out_g: &mut [MaybeUninit<T>]| {
         for (b, out_b) in range.zip(out_g.chunks_mut(out_img.max(1))) {
             let lhs = View {
                 ptr: weight.as_ptr(),
@@ -648,23 +798,27 @@ fn pointwise_forward<T: Real>(
                 cs: 1,
             };
             // SAFETY: `out_b` is [c_out, plane], the weight [c_out, c_in] and image b of `x`
-            // [c_in, plane], all row-major.
-            unsafe {
+            // [c_in, plane], all row-major; the product writes every element of `out_b`
+            // without reading it (`accumulate` false).
+            let out_b = unsafe {
                 product(
                     [g.c_out, plane, g.c_in],
-                    out_b.as_mut_ptr(),
+                    out_b.as_mut_ptr().cast::<T>(),
                     [plane as isize, 1],
                     false,
                     lhs,
                     rhs,
                     inner,
-                )
-            }
+                );
+                assume_written(out_b)
+            };
             for (co, row) in out_b.chunks_mut(plane.max(1)).enumerate() {
                 epi.apply_in_place(row, co, (b * g.c_out + co) * plane);
             }
         }
-    })
+    };
+    // SAFETY: each image's product writes its whole output (above).
+    unsafe { forward_groups(groups, out_img, run_group) }
 }
 
 /// The gradient arriving at the convolution's output: `dy`, or, when the fused output pass
@@ -795,7 +949,7 @@ fn pointwise_backward<T: Real>(
     // `dv` is read where it is, unless it has to be computed (or summed) first.
     let direct = up.is_plain() && !want.db;
     let (groups, inner) = plan(g.batch);
-    backward_groups(groups, want.dx, x_img, |range, mut dx_g| {
+    let run_group = |range: core::ops::Range<usize>, mut dx_g: Option<&mut [MaybeUninit<T>]>| {
         let mut dw = want.d_prepared.then(|| vec![T::default(); w_len]);
         let mut db = want.db.then(|| vec![T::default(); g.c_out]);
         let mut dv = vec![T::default(); if direct { 0 } else { dy_img }];
@@ -818,12 +972,13 @@ fn pointwise_backward<T: Real>(
                     rs: 1,
                     cs: g.c_in as isize,
                 };
-                // SAFETY: image n of the group's `dx` is [c_in, plane]; `weight` is
-                // [c_out, c_in] (read transposed), `dv_view` [c_out, plane].
+                // SAFETY: image n of the group's `dx` is [c_in, plane], written whole
+                // (`accumulate` false); `weight` is [c_out, c_in] (read transposed), `dv_view`
+                // [c_out, plane].
                 unsafe {
                     product(
                         [g.c_in, plane, g.c_out],
-                        dx_g[n * x_img..].as_mut_ptr(),
+                        dx_g[n * x_img..].as_mut_ptr().cast::<T>(),
                         [plane as isize, 1],
                         false,
                         w_t,
@@ -854,7 +1009,9 @@ fn pointwise_backward<T: Real>(
             }
         }
         [dw, db]
-    })
+    };
+    // SAFETY: each image's input-gradient product writes its whole slice (above).
+    unsafe { backward_groups(groups, want.dx, x_img, run_group) }
 }
 
 /// [`backward`] for a dense convolution on the prepared weight (`[c_out, kh, kw, c_in]`): per
@@ -879,12 +1036,24 @@ fn dense_backward<T: Real>(
         .flat_map(|i| (0..g.kernel[1]).map(move |j| (i, j)))
         .collect();
     let (groups, inner) = plan(g.batch);
-    backward_groups(groups, want.dx, x_img, |range, mut dx_g| {
-        let mut phases = vec![T::default(); g.phase_image_len()];
+    let run_group = |range: core::ops::Range<usize>, mut dx_g: Option<&mut [MaybeUninit<T>]>| {
+        // The input's phases (padding zero once, `split_phases`) and the input gradient's
+        // (accumulated tap by tap: zeroed per image).
+        let mut phases = vec![
+            T::default();
+            if want.d_prepared {
+                g.phase_image_len()
+            } else {
+                0
+            }
+        ];
+        let mut d_phases = vec![T::default(); if want.dx { g.phase_image_len() } else { 0 }];
         let mut dw = want.d_prepared.then(|| vec![T::default(); w_len]);
         let mut db = want.db.then(|| vec![T::default(); g.c_out]);
         // Zero once: the junk columns stay zero, the others are rewritten per image.
         let mut dv_ext = vec![T::default(); g.c_out * n_ext];
+        let gather = want.d_prepared && g.gathers_taps();
+        let mut cols = vec![T::default(); if gather { w_len / g.c_out * n_ext } else { 0 }];
         for (n, b) in range.enumerate() {
             up.extend_into(g, b, &mut dv_ext, db.as_deref_mut());
             let dv_view = View {
@@ -893,7 +1062,7 @@ fn dense_backward<T: Real>(
                 cs: 1,
             };
             if let Some(dx_g) = dx_g.as_deref_mut() {
-                phases.fill(T::default());
+                d_phases.fill(T::default());
                 for &(i, j) in &taps {
                     let w = tap_weight(g, weight, i, j);
                     let w_t = View {
@@ -902,12 +1071,12 @@ fn dense_backward<T: Real>(
                         cs: w.rs,
                     };
                     // SAFETY: the destination view addresses c_in rows of n_ext columns at the
-                    // tap's offset inside `phases` (the elements the forward's tap view reads);
+                    // tap's offset inside `d_phases` (the elements the forward's tap view reads);
                     // the sources are `weight` and `dv_ext` ([c_out, n_ext]).
                     unsafe {
                         product(
                             [g.c_in, n_ext, g.c_out],
-                            phases[g.tap_offset(i, j)..].as_mut_ptr(),
+                            d_phases[g.tap_offset(i, j)..].as_mut_ptr(),
                             [(hq * wq) as isize, 1],
                             true,
                             w_t,
@@ -917,9 +1086,31 @@ fn dense_backward<T: Real>(
                     }
                 }
                 let dx_b = &mut dx_g[n * x_img..(n + 1) * x_img];
-                g.merge_phases(&phases, dx_b);
+                g.merge_phases(&d_phases, dx_b);
             }
-            if let Some(dw) = dw.as_mut() {
+            if let Some(dw) = dw.as_mut().filter(|_| gather) {
+                g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
+                g.gather_taps(&phases, &mut cols);
+                let depth = w_len / g.c_out;
+                let cols_t = View {
+                    ptr: cols.as_ptr(),
+                    rs: 1,
+                    cs: n_ext as isize,
+                };
+                // SAFETY: `dw` (prepared) is [c_out, depth], `dv_view` [c_out, n_ext] and
+                // `cols` [depth, n_ext] (read transposed), all row-major.
+                unsafe {
+                    product(
+                        [g.c_out, depth, n_ext],
+                        dw.as_mut_ptr(),
+                        [depth as isize, 1],
+                        true,
+                        dv_view,
+                        cols_t,
+                        inner,
+                    )
+                }
+            } else if let Some(dw) = dw.as_mut() {
                 g.split_phases(&x[b * x_img..(b + 1) * x_img], &mut phases);
                 for &(i, j) in &taps {
                     let p_t = View {
@@ -947,7 +1138,9 @@ fn dense_backward<T: Real>(
             }
         }
         [dw, db]
-    })
+    };
+    // SAFETY: `merge_phases` writes each image's whole input gradient.
+    unsafe { backward_groups(groups, want.dx, x_img, run_group) }
 }
 
 /// `acc[k] += a · x[k]`.
@@ -986,7 +1179,7 @@ fn depthwise_forward<T: Real>(
         g.c_out * h_out * w_out,
     );
     let (groups, _) = plan(g.batch);
-    forward_groups(groups, out_img, |range, out_g: &mut [T]| {
+    let run_group = |range: core::ops::Range<usize>, out_g: &mut [MaybeUninit<T>]| {
         let mut phases = vec![T::default(); g.phase_image_len()];
         let mut ext = vec![T::default(); n_ext];
         for (b, out_b) in range.zip(out_g.chunks_mut(out_img.max(1))) {
@@ -1006,7 +1199,9 @@ fn depthwise_forward<T: Real>(
                 epi.write_channel(g, out_b, &ext, c, b);
             }
         }
-    })
+    };
+    // SAFETY: each image's channels are all written by `write_channel`.
+    unsafe { forward_groups(groups, out_img, run_group) }
 }
 
 /// [`backward`] for a depthwise convolution: per channel, one scaled shifted row per tap.
@@ -1027,7 +1222,7 @@ fn depthwise_backward<T: Real>(
     let (n_ext, taps) = (g.n_ext(), g.kernel[0] * g.kernel[1]);
     let x_img = x_len / g.batch.max(1);
     let (groups, _) = plan(g.batch);
-    backward_groups(groups, want.dx, x_img, |range, mut dx_g| {
+    let run_group = |range: core::ops::Range<usize>, mut dx_g: Option<&mut [MaybeUninit<T>]>| {
         let mut phases = vec![T::default(); g.phase_image_len()];
         let mut d_phases = vec![T::default(); if want.dx { g.phase_image_len() } else { 0 }];
         let mut dw = want.d_prepared.then(|| vec![T::default(); w_len]);
@@ -1060,7 +1255,9 @@ fn depthwise_backward<T: Real>(
             }
         }
         [dw, db]
-    })
+    };
+    // SAFETY: `merge_phases` writes each image's whole input gradient.
+    unsafe { backward_groups(groups, want.dx, x_img, run_group) }
 }
 
 /// The groups' parts summed in group order (none when no group has one).

@@ -20,8 +20,8 @@
 //! Where it applies: flex tensors (with or without autodiff), f32 or f64, dilation 1, dense
 //! (`groups = 1`) or depthwise (`groups = c_in = c_out`: EfficientNet's, whose backward on flex
 //! went through per-group slices). Everything else (other groupings, the CUDA backend) takes
-//! burn's convolution unchanged. `WEAKALIGN_CONV=burn` in the environment turns the seam off (for
-//! comparisons); it is read once per process.
+//! burn's convolution unchanged. `WEAKALIGN_CONV=burn` in the environment turns the seam off, and
+//! the max pooling of [`super::pool`] with it (for comparisons); it is read once per process.
 //!
 //! Tested in `tests/conv.rs`: outputs and both gradients against burn's convolution, and the
 //! gradients against central finite differences in f64; the fused block (scale, bias, residual,
@@ -117,7 +117,7 @@ fn checked_geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2
 /// # Shapes
 /// - `t`: any `[d0, d1, …]`
 /// - output: its `d0·d1·…` elements
-fn host<T: Real + burn::tensor::Element + bytemuck::Pod>(
+pub(crate) fn host<T: Real + burn::tensor::Element + bytemuck::Pod>(
     t: &FlexTensor,
 ) -> std::borrow::Cow<'_, [T]> {
     match t.is_contiguous().then(|| t.as_slice::<T>()).flatten() {
@@ -136,7 +136,7 @@ fn host<T: Real + burn::tensor::Element + bytemuck::Pod>(
 /// # Shapes
 /// - `values`: the product of `shape` elements, row-major
 /// - output: `shape`
-fn flex<T: Real + burn::tensor::Element + bytemuck::Pod, const D: usize>(
+pub(crate) fn flex<T: Real + burn::tensor::Element + bytemuck::Pod, const D: usize>(
     values: Vec<T>,
     shape: [usize; D],
 ) -> FlexTensor {
@@ -367,8 +367,8 @@ fn padding_pair(
     }
 }
 
-/// Whether `WEAKALIGN_CONV=burn` turned the seam off (read once).
-fn disabled() -> bool {
+/// Whether `WEAKALIGN_CONV=burn` turned the seam (and [`super::pool`]'s) off (read once).
+pub(crate) fn disabled() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OFF.get_or_init(|| std::env::var("WEAKALIGN_CONV").is_ok_and(|v| v == "burn"))
 }
