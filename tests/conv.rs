@@ -9,6 +9,7 @@ use burn::nn::conv::Conv2dConfig;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Tensor, TensorData};
 use proptest::prelude::*;
+use weakalign::backbone::conv::kernels::{self, Algorithm, ConvGeometry, Epilogue, Upstream};
 use weakalign::backbone::conv::{Activation, After, conv2d, conv2d_with, forward as conv};
 
 use crate::common::{assert_close, cases, f32_device, f64_device, gradcheck, tensor, values};
@@ -319,6 +320,138 @@ fn shift_conv_large_planes_match_burn() {
         {
             assert_close(&format!("{what} {x_shape:?}"), a, b, 1e-9, 1e-9);
         }
+    }
+}
+
+/// Random 3×3 stride-1 problems Winograd's F(2×2, 3×3) fits, 16–20 channels in and out: odd
+/// and even sides (partial last tiles), padding 0–2 per side (asymmetric included).
+fn winograd_case() -> impl Strategy<Value = Case> {
+    (
+        (1..=3usize, 16..=20usize, 16..=20usize),
+        [(0..=2usize, 0..=2usize), (0..=2usize, 0..=2usize)],
+        [1..=7usize, 1..=7usize],
+    )
+        .prop_flat_map(|((batch, c_in, c_out), padding, size)| {
+            let size = [0, 1].map(|a| {
+                (size[a] + 2)
+                    .saturating_sub(padding[a].0 + padding[a].1)
+                    .max(1)
+            });
+            let x_shape = [batch, c_in, size[0], size[1]];
+            let w_shape = [c_out, c_in, 3, 3];
+            let n = |s: [usize; 4]| s.iter().product::<usize>();
+            (
+                prop::collection::vec(-1.0..1.0f64, n(x_shape)),
+                prop::collection::vec(-1.0..1.0f64, n(w_shape)),
+                prop::collection::vec(-1.0..1.0f64, c_out),
+            )
+                .prop_map(move |(x, w, bias)| Case {
+                    x,
+                    x_shape,
+                    w,
+                    w_shape,
+                    bias,
+                    stride: [1, 1],
+                    padding,
+                    groups: 1,
+                })
+        })
+        .prop_filter("the kernel fits the padded input", |c| {
+            (0..2).all(|a| c.x_shape[2 + a] + c.padding[a].0 + c.padding[a].1 >= 3)
+        })
+}
+
+/// Output and gradients (x, weight, scale, bias) of the kernels by `algorithm`, with a scale,
+/// bias, residual and `activation` in the fused pass and the upstream gradient taken through it.
+fn by_algorithm(c: &Case, algorithm: Algorithm, activation: Activation) -> Vec<Vec<f64>> {
+    let g = ConvGeometry {
+        batch: c.x_shape[0],
+        c_in: c.x_shape[1],
+        size_in: [c.x_shape[2], c.x_shape[3]],
+        c_out: c.w_shape[0],
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: c.padding,
+        depthwise: false,
+    };
+    let y_len = g.lens()[2];
+    let residual = crate::common::wave(y_len, 0.3);
+    let scale: Vec<f64> = (0..g.c_out).map(|o| 0.5 + o as f64 / 8.0).collect();
+    let epi = Epilogue {
+        bias: Some(&c.bias),
+        residual: Some(&residual),
+        activation,
+    };
+    let y = kernels::forward_by(algorithm, &g, &c.x, &c.w, Some(&scale), &epi);
+    let dy = crate::common::wave(y_len, 0.8);
+    let up = Upstream {
+        dy: &dy,
+        through: Some((activation, &y)),
+    };
+    let grads = kernels::backward_by(algorithm, &g, [&c.x, &c.w], Some(&scale), up, [true; 4]);
+    std::iter::once(y)
+        .chain(
+            grads
+                .into_iter()
+                .map(|d| d.expect("every gradient was asked for")),
+        )
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(cases(16))]
+
+    /// Winograd's algorithm against the shifted products (themselves checked against burn and
+    /// finite differences above), f64, with every part of the fused pass.
+    #[test]
+    fn winograd_matches_shifted_products(
+        c in winograd_case(),
+        activation in prop_oneof![Just(Activation::Identity), Just(Activation::Relu), Just(Activation::Relu6)],
+    ) {
+        let winograd = by_algorithm(&c, Algorithm::Winograd, activation);
+        let direct = by_algorithm(&c, Algorithm::ShiftedProducts, activation);
+        for (what, (a, b)) in ["output", "dx", "dweight", "dscale", "dbias"].iter().zip(winograd.iter().zip(&direct)) {
+            assert_close(what, a, b, 1e-10, 1e-10);
+        }
+    }
+}
+
+/// A convolution large enough for the kernels to choose Winograd's algorithm (VGG-like: 128
+/// channels, 44² plane), through `conv2d`: same output and gradients as burn's convolution.
+#[test]
+fn winograd_is_chosen_for_wide_convolutions_and_matches_burn() {
+    let (x_shape, w_shape) = ([2, 128, 44, 44], [128, 128, 3, 3]);
+    let n = |s: [usize; 4]| s.iter().product::<usize>();
+    let c = Case {
+        x: crate::common::wave(n(x_shape), 0.7),
+        x_shape,
+        w: crate::common::wave(n(w_shape), 0.9)
+            .iter()
+            .map(|v| v / 30.0)
+            .collect(),
+        w_shape,
+        bias: vec![0.1; 128],
+        stride: [1, 1],
+        padding: [(1, 1); 2],
+        groups: 1,
+    };
+    let g = ConvGeometry {
+        batch: 2,
+        c_in: 128,
+        size_in: [44, 44],
+        c_out: 128,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [(1, 1); 2],
+        depthwise: false,
+    };
+    assert_eq!(Algorithm::choose(&g), Algorithm::Winograd);
+    let (ours, burn) = (run(&c, conv2d), run(&c, burn::tensor::module::conv2d));
+    for (what, (a, b)) in ["output", "dx", "dweight", "dbias"]
+        .iter()
+        .zip(ours.iter().zip(&burn))
+    {
+        assert_close(what, a, b, 1e-9, 1e-9);
     }
 }
 

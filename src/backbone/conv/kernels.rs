@@ -27,6 +27,8 @@ use core::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+mod winograd;
+
 /// The element types the kernels run on.
 pub trait Real:
     Copy
@@ -35,6 +37,8 @@ pub trait Real:
     + Sync
     + PartialOrd
     + core::ops::AddAssign
+    + core::ops::Add<Output = Self>
+    + core::ops::Sub<Output = Self>
     + core::ops::Mul<Output = Self>
     + core::fmt::Debug
     + 'static
@@ -43,6 +47,8 @@ pub trait Real:
     const ONE: Self;
     /// ReLU6's ceiling.
     const SIX: Self;
+    /// One half.
+    const HALF: Self;
 
     /// Whether this is NaN.
     fn is_nan(self) -> bool;
@@ -51,6 +57,7 @@ pub trait Real:
 impl Real for f32 {
     const ONE: Self = 1.0;
     const SIX: Self = 6.0;
+    const HALF: Self = 0.5;
 
     fn is_nan(self) -> bool {
         f32::is_nan(self)
@@ -60,6 +67,7 @@ impl Real for f32 {
 impl Real for f64 {
     const ONE: Self = 1.0;
     const SIX: Self = 6.0;
+    const HALF: Self = 0.5;
 
     fn is_nan(self) -> bool {
         f64::is_nan(self)
@@ -143,27 +151,35 @@ impl<T: Real> Epilogue<'_, T> {
     ) {
         let [h_out, w_out] = g.size_out();
         let wq = g.phase_size()[1];
-        let bias = self.bias.map_or(T::default(), |bias| bias[c]);
-        let a = self.activation;
         for y in 0..h_out {
             let at = (c * h_out + y) * w_out;
             let (out, ext) = (&mut out_b[at..at + w_out], &ext[y * wq..y * wq + w_out]);
-            match self.residual {
-                Some(r) => {
-                    let from = b * g.c_out * h_out * w_out + at;
-                    for ((o, &v), &r) in out.iter_mut().zip(ext).zip(&r[from..from + w_out]) {
-                        let mut s = v;
-                        s += bias;
-                        s += r;
-                        o.write(a.apply(s));
-                    }
+            self.write_row(out, ext, c, b * g.c_out * h_out * w_out + at);
+        }
+    }
+
+    /// `out ← a(src + bias[c] + residual[at..])`, every element written (`at` = where `out`
+    /// starts in the whole output, `c` its output channel).
+    ///
+    /// # Shapes
+    /// - `out`, `src`: part of one row of output channel `c`, the same length
+    fn write_row(&self, out: &mut [MaybeUninit<T>], src: &[T], c: usize, at: usize) {
+        let bias = self.bias.map_or(T::default(), |bias| bias[c]);
+        let a = self.activation;
+        match self.residual {
+            Some(r) => {
+                for ((o, &v), &r) in out.iter_mut().zip(src).zip(&r[at..at + src.len()]) {
+                    let mut s = v;
+                    s += bias;
+                    s += r;
+                    o.write(a.apply(s));
                 }
-                None => {
-                    for (o, &v) in out.iter_mut().zip(ext) {
-                        let mut s = v;
-                        s += bias;
-                        o.write(a.apply(s));
-                    }
+            }
+            None => {
+                for (o, &v) in out.iter_mut().zip(src) {
+                    let mut s = v;
+                    s += bias;
+                    o.write(a.apply(s));
                 }
             }
         }
@@ -585,7 +601,8 @@ fn prepare_weight<'a, T: Real>(
     scale: Option<&[T]>,
 ) -> std::borrow::Cow<'a, [T]> {
     let (taps, c_in) = (g.kernel[0] * g.kernel[1], g.c_in_per_group());
-    if (g.depthwise || taps == 1) && scale.is_none() {
+    let same_layout = g.depthwise || taps == 1;
+    if same_layout && scale.is_none() {
         return std::borrow::Cow::Borrowed(weight);
     }
     // One row of `c_in · taps` elements per output channel, in both layouts.
@@ -596,6 +613,12 @@ fn prepare_weight<'a, T: Real>(
             .enumerate()
             .for_each(|(oc, (o, w))| {
                 let s = scale.map_or(T::ONE, |s| s[oc]);
+                if same_layout {
+                    for (o, &w) in o.iter_mut().zip(w) {
+                        o.write(w * s);
+                    }
+                    return;
+                }
                 for ic in 0..c_in {
                     for t in 0..taps {
                         o[prepared_index(g, 0, ic, t)].write(w[ic * taps + t] * s);
@@ -632,6 +655,15 @@ fn weight_gradients<T: Real>(
         .map(|(oc, (dw, w))| {
             let s = scale.map_or(T::ONE, |s| s[oc]);
             let mut acc = T::default();
+            if g.depthwise || taps == 1 {
+                // The prepared layout is the weight's.
+                let d_row = &d_prepared[oc * per_out..(oc + 1) * per_out];
+                for ((dw, &d), &w) in dw.iter_mut().zip(d_row).zip(w) {
+                    *dw = d * s;
+                    acc += d * w;
+                }
+                return acc;
+            }
             for ic in 0..c_in {
                 for t in 0..taps {
                     let d = d_prepared[prepared_index(g, oc, ic, t)];
@@ -656,6 +688,33 @@ fn tap_weight<T>(g: &ConvGeometry, prepared: &[T], i: usize, j: usize) -> View<T
     }
 }
 
+/// How a dense 3×3 stride-1 convolution's forward and input gradient are computed (every other
+/// convolution has one way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// One product per kernel tap (module docs).
+    ShiftedProducts,
+    /// Winograd's F(2×2, 3×3): 16 products on transformed 2×2 output tiles (`winograd.rs`).
+    Winograd,
+}
+
+impl Algorithm {
+    /// The faster one for `g`, as measured with `make bench-conv` (issue 11): Winograd for 3×3
+    /// stride-1 convolutions with at least 128 channels in and out and
+    /// `min(c_in, c_out) · h_out · w_out ≥ 256 · 30²` (VGG-16 from conv2_2 on: 10–40 % faster
+    /// forward, 5–15 % backward); shifted products elsewhere (ResNet-101's 3×3 layers, 64–256
+    /// channels on 60²–15² planes, where the transforms cost about what they save).
+    pub fn choose(g: &ConvGeometry) -> Self {
+        let [h_out, w_out] = g.size_out();
+        let channels = g.c_in.min(g.c_out);
+        if winograd::fits(g) && channels >= 128 && channels * h_out * w_out >= 256 * 30 * 30 {
+            Algorithm::Winograd
+        } else {
+            Algorithm::ShiftedProducts
+        }
+    }
+}
+
 /// The convolution's output, with the epilogue applied: `a(conv(x, weight · scale) + bias +
 /// residual)` (the scale per output channel: batch normalization folded into the weight).
 ///
@@ -664,6 +723,22 @@ fn tap_weight<T>(g: &ConvGeometry, prepared: &[T], i: usize, j: usize) -> View<T
 ///   `scale`: `[c_out]`; the epilogue's `bias`: `[c_out]`, `residual`: like the output
 /// - output: `[batch, c_out, h_out, w_out]`
 pub fn forward<T: Real>(
+    g: &ConvGeometry,
+    x: &[T],
+    weight: &[T],
+    scale: Option<&[T]>,
+    epi: &Epilogue<T>,
+) -> Vec<T> {
+    forward_by(Algorithm::choose(g), g, x, weight, scale, epi)
+}
+
+/// [`forward`] by `algorithm` where it applies (a convolution Winograd's algorithm does not fit
+/// runs by shifted products).
+///
+/// # Shapes
+/// - as [`forward`]
+pub fn forward_by<T: Real>(
+    algorithm: Algorithm,
     g: &ConvGeometry,
     x: &[T],
     weight: &[T],
@@ -680,6 +755,8 @@ pub fn forward<T: Real>(
         depthwise_forward(g, x, weight, epi)
     } else if g.is_pointwise() {
         pointwise_forward(g, x, weight, epi)
+    } else if algorithm == Algorithm::Winograd && winograd::fits(g) {
+        winograd::forward(g, x, weight, epi)
     } else {
         dense_forward(g, x, weight, epi)
     }
@@ -891,6 +968,22 @@ pub fn backward<T: Real>(
     [x, weight]: [&[T]; 2],
     scale: Option<&[T]>,
     up: Upstream<T>,
+    want: [bool; 4],
+) -> [Option<Vec<T>>; 4] {
+    backward_by(Algorithm::choose(g), g, [x, weight], scale, up, want)
+}
+
+/// [`backward`] with the input gradient by `algorithm` where it applies (the weight's is
+/// always by shifted products).
+///
+/// # Shapes
+/// - as [`backward`]
+pub fn backward_by<T: Real>(
+    algorithm: Algorithm,
+    g: &ConvGeometry,
+    [x, weight]: [&[T]; 2],
+    scale: Option<&[T]>,
+    up: Upstream<T>,
     [want_dx, want_dw, want_ds, want_db]: [bool; 4],
 ) -> [Option<Vec<T>>; 4] {
     let [x_len, w_len, out_len] = g.lens();
@@ -907,6 +1000,21 @@ pub fn backward<T: Real>(
         depthwise_backward(g, x, prepared, up, want)
     } else if g.is_pointwise() {
         pointwise_backward(g, x, prepared, up, want)
+    } else if want.dx && algorithm == Algorithm::Winograd && winograd::fits(g) {
+        // The input gradient by Winograd's algorithm from the whole `dv`; the weight and bias
+        // gradients by the shifted products.
+        let dv = match up.through {
+            Some((a, y)) => std::borrow::Cow::Owned(through_activation(a, y, up.dy)),
+            None => std::borrow::Cow::Borrowed(up.dy),
+        };
+        let dx = winograd::input_gradient(g, prepared, &dv);
+        let rest = Want { dx: false, ..want };
+        let up = Upstream {
+            dy: &dv,
+            through: None,
+        };
+        let (_, grads) = dense_backward(g, x, prepared, up, rest);
+        (Some(dx), grads)
     } else {
         dense_backward(g, x, prepared, up, want)
     };
