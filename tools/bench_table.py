@@ -135,8 +135,9 @@ def conv_layers():
     rows_ = json.load(open(path))
     out = ["## Convolutions layer by layer", "",
            "Every distinct convolution of the three backbones (batch 8, 240² input) alone: ours "
-           "(the shifted-product kernels, `weakalign::backbone::conv::kernels`, no bias or "
-           "activation) against `torch.nn.functional.conv2d` (oneDNN), forward and backward (input "
+           "(`weakalign::backbone::conv::kernels`: shifted products, taps gathered for the stems, "
+           "Winograd F(2×2, 3×3) where `Algorithm::choose` picks it — VGG-16 from conv2_2 on; no "
+           "bias or activation) against `torch.nn.functional.conv2d` (oneDNN), forward and backward (input "
            "and weight gradients; PyTorch's = forward+backward minus forward), medians of 3, "
            "seconds, same threads. `weighted` sums each backbone's layers times their count "
            "(one pass of one image batch). Regenerate alone with `make bench-conv`.", "",
