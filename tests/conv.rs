@@ -416,6 +416,44 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(cases(6))]
+
+    /// Winograd's input gradient against central finite differences of Winograd's forward
+    /// (f64, on the host kernels directly: `conv2d` chooses Winograd only for wide layers).
+    #[test]
+    fn grad_winograd_wrt_input(c in winograd_case()) {
+        let g = ConvGeometry {
+            batch: c.x_shape[0],
+            c_in: c.x_shape[1],
+            size_in: [c.x_shape[2], c.x_shape[3]],
+            c_out: c.w_shape[0],
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: c.padding,
+            depthwise: false,
+        };
+        let r = crate::common::wave(g.lens()[2], 0.4);
+        let loss = |x: &[f64]| -> f64 {
+            let y = kernels::forward_by(Algorithm::Winograd, &g, x, &c.w, None, &Epilogue::NONE);
+            y.iter().zip(&r).map(|(y, r)| y * r).sum()
+        };
+        let up = Upstream { dy: &r, through: None };
+        let [dx, ..] = kernels::backward_by(Algorithm::Winograd, &g, [&c.x, &c.w], None, up, [true, false, false, false]);
+        let dx = dx.expect("the input gradient was asked for");
+        let h = 1e-6;
+        let fd: Vec<f64> = (0..c.x.len())
+            .map(|i| {
+                let (mut xp, mut xm) = (c.x.clone(), c.x.clone());
+                xp[i] += h;
+                xm[i] -= h;
+                (loss(&xp) - loss(&xm)) / (2.0 * h)
+            })
+            .collect();
+        assert_close("winograd dx", &dx, &fd, 1e-6, 1e-6);
+    }
+}
+
 /// A convolution large enough for the kernels to choose Winograd's algorithm (VGG-like: 128
 /// channels, 44² plane), through `conv2d`: same output and gradients as burn's convolution.
 #[test]
