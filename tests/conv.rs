@@ -31,6 +31,27 @@ impl Case {
     fn options(&self) -> ConvOptions<2> {
         ConvOptions::new_with_padding(self.stride, self.padding, [1, 1], self.groups)
     }
+
+    /// Whether the kernel fits the padded input.
+    fn fits(&self) -> bool {
+        (0..2).all(|a| {
+            self.x_shape[2 + a] + self.padding[a].0 + self.padding[a].1 >= self.w_shape[2 + a]
+        })
+    }
+
+    /// The kernels' geometry of a dense problem.
+    fn geometry(&self) -> ConvGeometry {
+        ConvGeometry {
+            batch: self.x_shape[0],
+            c_in: self.x_shape[1],
+            size_in: [self.x_shape[2], self.x_shape[3]],
+            c_out: self.w_shape[0],
+            kernel: [self.w_shape[2], self.w_shape[3]],
+            stride: self.stride,
+            padding: self.padding,
+            depthwise: false,
+        }
+    }
 }
 
 /// Random problems the kernel fits: 1–3 images, 1–6 channels in (up to 4 the dense kernels gather
@@ -66,26 +87,35 @@ fn case() -> impl Strategy<Value = Case> {
                 };
                 let x_shape = [batch, c_in, size[0], size[1]];
                 let w_shape = [c_out, c_in_w, kernel[0], kernel[1]];
-                let n = |s: [usize; 4]| s.iter().product::<usize>();
-                (
-                    prop::collection::vec(-1.0..1.0f64, n(x_shape)),
-                    prop::collection::vec(-1.0..1.0f64, n(w_shape)),
-                    prop::collection::vec(-1.0..1.0f64, c_out),
-                )
-                    .prop_map(move |(x, w, bias)| Case {
-                        x,
-                        x_shape,
-                        w,
-                        w_shape,
-                        bias,
-                        stride,
-                        padding,
-                        groups,
-                    })
+                case_values(x_shape, w_shape, stride, padding, groups)
             },
         )
-        .prop_filter("the kernel fits the padded input", |c| {
-            (0..2).all(|a| c.x_shape[2 + a] + c.padding[a].0 + c.padding[a].1 >= c.w_shape[2 + a])
+        .prop_filter("the kernel fits the padded input", Case::fits)
+}
+
+/// Random values in [-1, 1) for the input, weight and bias of a problem of these shapes.
+fn case_values(
+    x_shape: [usize; 4],
+    w_shape: [usize; 4],
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+    groups: usize,
+) -> impl Strategy<Value = Case> {
+    let n = |s: [usize; 4]| s.iter().product::<usize>();
+    (
+        prop::collection::vec(-1.0..1.0f64, n(x_shape)),
+        prop::collection::vec(-1.0..1.0f64, n(w_shape)),
+        prop::collection::vec(-1.0..1.0f64, w_shape[0]),
+    )
+        .prop_map(move |(x, w, bias)| Case {
+            x,
+            x_shape,
+            w,
+            w_shape,
+            bias,
+            stride,
+            padding,
+            groups,
         })
 }
 
@@ -338,42 +368,15 @@ fn winograd_case() -> impl Strategy<Value = Case> {
                     .max(1)
             });
             let x_shape = [batch, c_in, size[0], size[1]];
-            let w_shape = [c_out, c_in, 3, 3];
-            let n = |s: [usize; 4]| s.iter().product::<usize>();
-            (
-                prop::collection::vec(-1.0..1.0f64, n(x_shape)),
-                prop::collection::vec(-1.0..1.0f64, n(w_shape)),
-                prop::collection::vec(-1.0..1.0f64, c_out),
-            )
-                .prop_map(move |(x, w, bias)| Case {
-                    x,
-                    x_shape,
-                    w,
-                    w_shape,
-                    bias,
-                    stride: [1, 1],
-                    padding,
-                    groups: 1,
-                })
+            case_values(x_shape, [c_out, c_in, 3, 3], [1, 1], padding, 1)
         })
-        .prop_filter("the kernel fits the padded input", |c| {
-            (0..2).all(|a| c.x_shape[2 + a] + c.padding[a].0 + c.padding[a].1 >= 3)
-        })
+        .prop_filter("the kernel fits the padded input", Case::fits)
 }
 
 /// Output and gradients (x, weight, scale, bias) of the kernels by `algorithm`, with a scale,
 /// bias, residual and `activation` in the fused pass and the upstream gradient taken through it.
 fn by_algorithm(c: &Case, algorithm: Algorithm, activation: Activation) -> Vec<Vec<f64>> {
-    let g = ConvGeometry {
-        batch: c.x_shape[0],
-        c_in: c.x_shape[1],
-        size_in: [c.x_shape[2], c.x_shape[3]],
-        c_out: c.w_shape[0],
-        kernel: [3, 3],
-        stride: [1, 1],
-        padding: c.padding,
-        depthwise: false,
-    };
+    let g = c.geometry();
     let y_len = g.lens()[2];
     let residual = crate::common::wave(y_len, 0.3);
     let scale: Vec<f64> = (0..g.c_out).map(|o| 0.5 + o as f64 / 8.0).collect();
@@ -423,16 +426,7 @@ proptest! {
     /// (f64, on the host kernels directly: `conv2d` chooses Winograd only for wide layers).
     #[test]
     fn grad_winograd_wrt_input(c in winograd_case()) {
-        let g = ConvGeometry {
-            batch: c.x_shape[0],
-            c_in: c.x_shape[1],
-            size_in: [c.x_shape[2], c.x_shape[3]],
-            c_out: c.w_shape[0],
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: c.padding,
-            depthwise: false,
-        };
+        let g = c.geometry();
         let r = crate::common::wave(g.lens()[2], 0.4);
         let loss = |x: &[f64]| -> f64 {
             let y = kernels::forward_by(Algorithm::Winograd, &g, x, &c.w, None, &Epilogue::NONE);
@@ -473,17 +467,7 @@ fn winograd_is_chosen_for_wide_convolutions_and_matches_burn() {
         padding: [(1, 1); 2],
         groups: 1,
     };
-    let g = ConvGeometry {
-        batch: 2,
-        c_in: 128,
-        size_in: [44, 44],
-        c_out: 128,
-        kernel: [3, 3],
-        stride: [1, 1],
-        padding: [(1, 1); 2],
-        depthwise: false,
-    };
-    assert_eq!(Algorithm::choose(&g), Algorithm::Winograd);
+    assert_eq!(Algorithm::choose(&c.geometry()), Algorithm::Winograd);
     let (ours, burn) = (run(&c, conv2d), run(&c, burn::tensor::module::conv2d));
     for (what, (a, b)) in ["output", "dx", "dweight", "dbias"]
         .iter()

@@ -96,14 +96,16 @@ pub fn forward<T: Real>(
     let mut argmax = vec![0u32; if want_argmax { planes * plane_out } else { 0 }];
     let rows: Vec<(usize, usize)> = (0..h_out).map(|o| window.span(0, o, h)).collect();
     let cols: Vec<(usize, usize)> = (0..w_out).map(|o| window.span(1, o, w)).collect();
-    let halving = window.kernel == [2, 2] && window.stride == [2, 2];
+    // 2×2 windows side by side, unpadded (VGG's): a branch-free path.
+    let halving =
+        window.kernel == [2, 2] && window.stride == [2, 2] && window.padding == [(0, 0), (0, 0)];
     let pool_plane = |x: &[T], y: &mut [T], mut at: Option<&mut [u32]>| {
         for (oy, &(r0, r1)) in rows.iter().enumerate() {
             let y_row = &mut y[oy * w_out..(oy + 1) * w_out];
             let mut at_row = at
                 .as_deref_mut()
                 .map(|a| &mut a[oy * w_out..(oy + 1) * w_out]);
-            if halving && window.padding == [(0, 0), (0, 0)] {
+            if halving {
                 // 2×2 windows side by side: four candidates, compared without branches.
                 let (top, bottom) = (&x[r0 * w..r0 * w + 2 * w_out], &x[(r0 + 1) * w..]);
                 for (ox, (y, (t, b))) in y_row

@@ -108,6 +108,121 @@ pub(super) fn input_gradient<T: Real>(g: &ConvGeometry, weight: &[T], dv: &[T]) 
     convolve(&transposed, dv, &u, &Epilogue::NONE)
 }
 
+/// Scratch for the transforms of one tile row: a zero-padded input row, the even and odd
+/// columns of the 4 patch rows, the 4 column sums of the output transform and its 2 output rows.
+struct TileRow<T> {
+    /// Tiles in the row.
+    tiles: usize,
+    padded: Vec<T>,
+    even: [Vec<T>; 4],
+    odd: [Vec<T>; 4],
+    cols: [Vec<T>; 4],
+    rows: [Vec<T>; 2],
+}
+
+impl<T: Real> TileRow<T> {
+    fn new(tiles: usize) -> Self {
+        let zeros = |n: usize| vec![T::default(); n];
+        TileRow {
+            tiles,
+            padded: zeros(2 * tiles + 2),
+            even: [(); 4].map(|_| zeros(tiles + 1)),
+            odd: [(); 4].map(|_| zeros(tiles + 1)),
+            cols: [(); 4].map(|_| zeros(tiles)),
+            rows: [(); 2].map(|_| zeros(2 * tiles)),
+        }
+    }
+
+    /// `Bᵀ d B` for every tile of tile row `ty` of one input plane (padding `top`, `left`;
+    /// zero outside the plane): value `ξ` of tile `k` goes to `v[v_at(ξ) + k]`.
+    ///
+    /// # Shapes
+    /// - `plane`: `[h, w]`; `v`: the chunk's `[16, c_in, chunk]`
+    fn input(
+        &mut self,
+        plane: &[T],
+        [h, w]: [usize; 2],
+        [top, left]: [usize; 2],
+        ty: usize,
+        v: &mut [T],
+        v_at: impl Fn(usize) -> usize,
+    ) {
+        let tiles = self.tiles;
+        for r in 0..4 {
+            // Padded row 2·ty + r is input row 2·ty + r − top (zero outside).
+            let iy = (2 * ty + r).checked_sub(top).filter(|&iy| iy < h);
+            self.padded.fill(T::default());
+            if let Some(iy) = iy {
+                self.padded[left..left + w].copy_from_slice(&plane[iy * w..(iy + 1) * w]);
+            }
+            for (k, pair) in self.padded.chunks_exact(2).enumerate() {
+                (self.even[r][k], self.odd[r][k]) = (pair[0], pair[1]);
+            }
+        }
+        // Bᵀ on the patch rows, then on the columns of each tile.
+        for half in [&mut self.even, &mut self.odd] {
+            let [r0, r1, r2, r3] = half;
+            for k in 0..=tiles {
+                let (a, b, e, f) = (r0[k], r1[k], r2[k], r3[k]);
+                (r0[k], r1[k], r2[k], r3[k]) = (a - e, b + e, e - b, b - f);
+            }
+        }
+        for r in 0..4 {
+            let (e, o) = (&self.even[r], &self.odd[r]);
+            let row = |s: usize| v_at(r * 4 + s);
+            let v0 = &mut v[row(0)..row(0) + tiles];
+            for k in 0..tiles {
+                v0[k] = e[k] - e[k + 1];
+            }
+            let v1 = &mut v[row(1)..row(1) + tiles];
+            for k in 0..tiles {
+                v1[k] = o[k] + e[k + 1];
+            }
+            let v2 = &mut v[row(2)..row(2) + tiles];
+            for k in 0..tiles {
+                v2[k] = e[k + 1] - o[k];
+            }
+            let v3 = &mut v[row(3)..row(3) + tiles];
+            for k in 0..tiles {
+                v3[k] = o[k] - o[k + 1];
+            }
+        }
+    }
+
+    /// `Aᵀ M A` for every tile of one tile row of one output channel, value `ξ` of tile `k` read
+    /// at `m[m_at(ξ) + k]`: the two output rows (`2·tiles` pixels each, the last maybe past
+    /// `w_out`).
+    ///
+    /// # Shapes
+    /// - `m`: the chunk's `[16, c_out, chunk]`; output: 2 rows of `[2·tiles]`
+    fn output(&mut self, m: &[T], m_at: impl Fn(usize) -> usize) -> &[Vec<T>; 2] {
+        let tiles = self.tiles;
+        let part = |r: usize, s: usize| &m[m_at(r * 4 + s)..m_at(r * 4 + s) + tiles];
+        // Aᵀ on the tile rows (t0 = m0 + m1 + m2, t1 = m1 − m2 − m3 per column s), then on the
+        // columns: output rows 2·ty and 2·ty + 1.
+        for (y, row) in self.rows.iter_mut().enumerate() {
+            for (s, t) in self.cols.iter_mut().enumerate() {
+                let (m0, m1, m2, m3) = (part(0, s), part(1, s), part(2, s), part(3, s));
+                if y == 0 {
+                    for k in 0..tiles {
+                        t[k] = m0[k] + m1[k] + m2[k];
+                    }
+                } else {
+                    for k in 0..tiles {
+                        t[k] = m1[k] - m2[k] - m3[k];
+                    }
+                }
+            }
+            let [t0, t1, t2, t3] = &self.cols;
+            for k in 0..tiles {
+                row[2 * k] = t0[k] + t1[k] + t2[k];
+                row[2 * k + 1] = t1[k] - t2[k] - t3[k];
+            }
+        }
+        &self.rows
+    }
+}
+
 /// The convolution of `x` with the transformed weight `u`, in groups of images and chunks of
 /// whole tile rows, through the epilogue. Both transforms run a tile row at a time on
 /// even/odd-split rows, so that every step is a unit-stride pass the compiler vectorizes.
@@ -129,12 +244,7 @@ fn convolve<T: Real>(g: &ConvGeometry, x: &[T], u: &[T], epi: &Epilogue<T>) -> V
         let tile_rows = range.len() * tiles_h;
         let mut v = vec![T::default(); 16 * g.c_in * chunk];
         let mut m = vec![T::default(); 16 * g.c_out * chunk];
-        // One zero-padded input row, its even and odd columns per patch row, and two output rows.
-        let mut padded = vec![T::default(); 2 * tiles_w + 2];
-        let mut even = [(); 4].map(|_| vec![T::default(); tiles_w + 1]);
-        let mut odd = [(); 4].map(|_| vec![T::default(); tiles_w + 1]);
-        let mut rows = [(); 2].map(|_| vec![T::default(); 2 * tiles_w]);
-        let mut cols = [(); 4].map(|_| vec![T::default(); tiles_w]);
+        let mut tile_row = TileRow::new(tiles_w);
         for row0 in (0..tile_rows).step_by(rows_per_chunk) {
             let n_rows = rows_per_chunk.min(tile_rows - row0);
             let n = n_rows * tiles_w;
@@ -142,46 +252,9 @@ fn convolve<T: Real>(g: &ConvGeometry, x: &[T], u: &[T], epi: &Epilogue<T>) -> V
                 for q in 0..n_rows {
                     let (n_img, ty) = ((row0 + q) / tiles_h, (row0 + q) % tiles_h);
                     let plane = &x[(range.start + n_img) * x_img + c * h * w..][..h * w];
-                    for r in 0..4 {
-                        // Padded row 2·ty + r is input row 2·ty + r − top (zero outside).
-                        let iy = (2 * ty + r).checked_sub(top).filter(|&iy| iy < h);
-                        padded.fill(T::default());
-                        if let Some(iy) = iy {
-                            padded[left..left + w].copy_from_slice(&plane[iy * w..(iy + 1) * w]);
-                        }
-                        for (k, pair) in padded.chunks_exact(2).enumerate() {
-                            (even[r][k], odd[r][k]) = (pair[0], pair[1]);
-                        }
-                    }
-                    // Bᵀ on the patch rows, then on the columns of each tile.
-                    for half in [&mut even, &mut odd] {
-                        let [r0, r1, r2, r3] = half;
-                        for k in 0..=tiles_w {
-                            let (a, b, e, f) = (r0[k], r1[k], r2[k], r3[k]);
-                            (r0[k], r1[k], r2[k], r3[k]) = (a - e, b + e, e - b, b - f);
-                        }
-                    }
                     let at = q * tiles_w;
-                    for r in 0..4 {
-                        let (e, o) = (&even[r], &odd[r]);
-                        let xi = |s: usize| ((r * 4 + s) * g.c_in + c) * chunk + at;
-                        let v0 = &mut v[xi(0)..xi(0) + tiles_w];
-                        for k in 0..tiles_w {
-                            v0[k] = e[k] - e[k + 1];
-                        }
-                        let v1 = &mut v[xi(1)..xi(1) + tiles_w];
-                        for k in 0..tiles_w {
-                            v1[k] = o[k] + e[k + 1];
-                        }
-                        let v2 = &mut v[xi(2)..xi(2) + tiles_w];
-                        for k in 0..tiles_w {
-                            v2[k] = e[k + 1] - o[k];
-                        }
-                        let v3 = &mut v[xi(3)..xi(3) + tiles_w];
-                        for k in 0..tiles_w {
-                            v3[k] = o[k] - o[k + 1];
-                        }
-                    }
+                    let v_at = |xi: usize| (xi * g.c_in + c) * chunk + at;
+                    tile_row.input(plane, [h, w], [top, left], ty, &mut v, v_at);
                 }
             }
             for xi in 0..16 {
@@ -213,31 +286,7 @@ fn convolve<T: Real>(g: &ConvGeometry, x: &[T], u: &[T], epi: &Epilogue<T>) -> V
                 for q in 0..n_rows {
                     let (n_img, ty) = ((row0 + q) / tiles_h, (row0 + q) % tiles_h);
                     let at = q * tiles_w;
-                    let m_at = |r: usize, s: usize| {
-                        let from = ((r * 4 + s) * g.c_out + o) * chunk + at;
-                        &m[from..from + tiles_w]
-                    };
-                    // Aᵀ on the tile rows (t0 = m0 + m1 + m2, t1 = m1 − m2 − m3 per column s),
-                    // then on the columns: output rows 2·ty and 2·ty + 1.
-                    for (y, row) in rows.iter_mut().enumerate() {
-                        for (s, t) in cols.iter_mut().enumerate() {
-                            let (m0, m1, m2, m3) = (m_at(0, s), m_at(1, s), m_at(2, s), m_at(3, s));
-                            if y == 0 {
-                                for k in 0..tiles_w {
-                                    t[k] = m0[k] + m1[k] + m2[k];
-                                }
-                            } else {
-                                for k in 0..tiles_w {
-                                    t[k] = m1[k] - m2[k] - m3[k];
-                                }
-                            }
-                        }
-                        let [t0, t1, t2, t3] = &cols;
-                        for k in 0..tiles_w {
-                            row[2 * k] = t0[k] + t1[k] + t2[k];
-                            row[2 * k + 1] = t1[k] - t2[k] - t3[k];
-                        }
-                    }
+                    let rows = tile_row.output(&m, |xi| (xi * g.c_out + o) * chunk + at);
                     let b = range.start + n_img;
                     let out_b = &mut out_g[n_img * out_img..(n_img + 1) * out_img];
                     for (dy, row) in rows.iter().enumerate() {
