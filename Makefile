@@ -1,5 +1,5 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
-.PHONY: exp test test-grad check fmt lint doc golden weights data datasets bench bench-conv bench-alternate kill-resume \
+.PHONY: exp ablation test test-grad check fmt lint doc golden weights data datasets bench bench-conv bench-alternate kill-resume \
 	build-cuda check-cuda test-cuda bench-gpu
 
 NAME ?= affine_tps_soft
@@ -17,6 +17,13 @@ endif
 # DEVICE=cuda).
 exp: weights data
 	$(EXP_RUN) $(ARGS)
+
+# Issue 13's ablation table (experiments/ablation_caltech.toml: 6 rows × 3 seeds on Caltech-101 →
+# PF-WILLOW): two runs at a time, resuming where it stopped, then each checkpoint on the TSS sample
+# and `weakalign compare runs/ablation_caltech`. ~75 minutes on 2 CPU cores.
+ablation: weights data
+	cargo build --release
+	tools/sweep.sh experiments/ablation_caltech.toml
 
 # The CUDA build (no GPU needed to build; running needs the NVIDIA driver, libnvrtc on the
 # library path and CUDA_PATH, see README). Leaves a stripped, xz-compressed copy for a GPU machine.

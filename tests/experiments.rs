@@ -476,6 +476,20 @@ fn eval_and_align_use_a_checkpoint() {
         "eval {ours} vs runner {runner}: one implementation"
     );
     assert!(report["pck"]["identity"]["per_class"]["fish"].is_number());
+    // One row per pair, whose mean is the overall score.
+    let rows = report["per_pair"].as_array().unwrap();
+    assert_eq!(rows.len(), 336);
+    let mean = rows
+        .iter()
+        .map(|r| r["aff_tps"].as_f64().unwrap())
+        .sum::<f64>()
+        / 336.0;
+    assert!((mean - ours).abs() < 1e-12, "{mean} vs {ours}");
+    assert!(
+        rows[0]["source"].as_str().unwrap().ends_with(".png"),
+        "{}",
+        rows[0]
+    );
     // TSS: flows written as .flo at each target image's resolution, scored with the kit's metric.
     if root().join("datasets/tss-sample").is_dir() {
         let t = Command::new(binary())
@@ -491,6 +505,16 @@ fn eval_and_align_use_a_checkpoint() {
         let tss: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("tss.json")).unwrap()).unwrap();
         assert!(tss["subsets"]["PASCAL"]["identity"].is_number());
+        // The overall score is the mean over the sample's pairs, whatever their subset.
+        let subsets = tss["subsets"].as_object().unwrap();
+        let pairs: f64 = subsets.values().map(|v| v["pairs"].as_f64().unwrap()).sum();
+        let weighted: f64 = subsets
+            .values()
+            .map(|v| v["pairs"].as_f64().unwrap() * v["aff_tps"].as_f64().unwrap())
+            .sum();
+        assert_eq!(tss["overall"]["pairs"].as_f64(), Some(pairs));
+        let overall = tss["overall"]["aff_tps"].as_f64().unwrap();
+        assert!((overall - weighted / pairs).abs() < 1e-12, "{tss}");
         let flow =
             weakalign::data::tss::read_flo(&out.join("tss/aff_tps/PASCAL/bike_01_02/flow1.flo"))
                 .unwrap();
@@ -1100,7 +1124,23 @@ fn compare_tabulates_test_pck_and_the_weak_losss_inlier_score() {
         .output()
         .unwrap();
     let t = text(&table);
-    assert!(t.contains("weak inlier score aff∘TPS"), "{t}");
+    assert!(t.contains("weak inlier score, final warp"), "{t}");
+    assert!(t.contains("| – |"), "no TSS report yet: a dash\n{t}");
+    // With `weakalign eval --dataset tss`'s report in the run's eval folder, its overall T5.
+    let eval = run_dir(dir.path()).join("eval");
+    std::fs::create_dir_all(&eval).unwrap();
+    std::fs::write(
+        eval.join("tss.json"),
+        r#"{"overall": {"pairs": 6, "aff": 0.25, "aff_tps": 0.3125, "identity": 0.125}}"#,
+    )
+    .unwrap();
+    let table = Command::new(binary())
+        .arg("compare")
+        .arg(dir.path().join("runs/smoke"))
+        .output()
+        .unwrap();
+    let t = text(&table);
+    assert!(t.contains("| 0.3125 ± 0.0000 |"), "{t}");
     let pck = summary["test_pck"].as_f64().unwrap();
     assert!(
         t.contains(&format!("{pck:.4} ± 0.0000")) && t.contains(&format!("| {inlier:.4} |")),

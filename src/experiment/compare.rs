@@ -87,7 +87,14 @@ pub struct Cell {
     pub pck: Vec<(u64, f64)>,
     /// Identity PCK on the same test set.
     pub identity: Option<f64>,
-    /// Completed runs' final weak-loss inlier score of the composed (affine∘TPS) warp.
+    /// Completed runs' TSS flow accuracy T5 over all pairs of `datasets/tss-sample`, where
+    /// `weakalign eval --dataset tss` wrote `<run>/eval/tss.json` (the prediction of the run's
+    /// transform: affine for an affine-only model, affine∘TPS otherwise).
+    pub tss: Vec<f64>,
+    /// Completed runs' weak-loss inlier score of the affine warp at their last weak step.
+    pub inlier_aff: Vec<f64>,
+    /// Completed runs' weak-loss inlier score of the warp they predict with (affine∘TPS, or the
+    /// one head a TPS-only or affine-only model has) at their last weak step.
     pub inlier: Vec<f64>,
     /// Runs not completed, with status.
     pub missing: Vec<String>,
@@ -120,7 +127,13 @@ pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
                     s["test_pck"].as_f64().unwrap_or(f64::NAN),
                 ));
                 cell.identity = s["test_identity_pck"].as_f64();
-                cell.inlier.extend(s["weak_inlier_aff_tps"].as_f64());
+                let [aff, tps, aff_tps] = super::runner::last_weak_metrics(
+                    &r.dir,
+                    ["inlier_aff", "inlier_tps", "inlier_aff_tps"],
+                );
+                cell.inlier_aff.extend(aff);
+                cell.inlier.extend(aff_tps.or(tps).or(aff));
+                cell.tss.extend(tss_of(&r.dir));
             }
             _ => cell.missing.push(format!(
                 "{} ({})",
@@ -130,6 +143,18 @@ pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
         }
     }
     cells
+}
+
+/// The TSS T5 of the run at `dir` (`eval/tss.json`, the kind its configuration predicts with).
+fn tss_of(dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join("eval").join("tss.json")).ok()?;
+    let report: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let affine_only = std::fs::read_to_string(dir.join("config.resolved.toml"))
+        .ok()
+        .and_then(|t| toml::from_str::<super::config::Experiment>(&t).ok())
+        .is_some_and(|e| e.model.transform == crate::model::TransformKind::Affine);
+    let kind = if affine_only { "aff" } else { "aff_tps" };
+    report["overall"][kind].as_f64()
 }
 
 fn cell_hash_of(dir: &Path) -> Option<String> {
@@ -150,51 +175,66 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// `mean ± std` of `values` (Markdown), `mean,std` (CSV), dashes when there are none.
+fn spread(values: &[f64], csv: bool) -> String {
+    match (values.is_empty(), csv) {
+        (true, true) => ",".into(),
+        (true, false) => "–".into(),
+        (false, true) => {
+            let (m, s) = mean_std(values);
+            format!("{m:.4},{s:.4}")
+        }
+        (false, false) => {
+            let (m, s) = mean_std(values);
+            format!("{m:.4} ± {s:.4}")
+        }
+    }
+}
+
 /// The comparison table as Markdown (and CSV when `csv`).
 pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
     let mut out = String::new();
     if csv {
-        out += "cell,experiment,seeds,test_pck_mean,test_pck_std,identity_pck,weak_inlier_aff_tps_mean,missing\n";
+        out += "cell,experiment,seeds,test_pck_mean,test_pck_std,identity_pck,tss_t5_mean,tss_t5_std,weak_inlier_aff_mean,weak_inlier_final_mean,missing\n";
     } else {
-        out += "| cell | experiment | seeds | test PCK (mean ± std) | identity PCK | weak inlier score aff∘TPS (mean) | missing / failed |\n|---|---|---|---|---|---|---|\n";
+        out += "| cell | experiment | seeds | test PCK (mean ± std) | identity PCK | TSS T5, 6-pair sample (mean ± std) | weak inlier score, affine warp (mean) | weak inlier score, final warp (mean) | missing / failed |\n|---|---|---|---|---|---|---|---|---|\n";
     }
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            if csv { String::new() } else { "–".into() }
+        } else {
+            format!("{:.4}", mean_std(v).0)
+        }
+    };
     for (hash, c) in cells {
         let values: Vec<f64> = c.pck.iter().map(|p| p.1).collect();
         let seeds: Vec<String> = c.pck.iter().map(|p| p.0.to_string()).collect();
-        let (pck, std) = if values.is_empty() {
-            (f64::NAN, f64::NAN)
-        } else {
-            mean_std(&values)
-        };
         let identity = c.identity.map_or("–".into(), |v| format!("{v:.4}"));
-        let inlier = if c.inlier.is_empty() {
-            "–".to_string()
-        } else {
-            format!("{:.4}", mean_std(&c.inlier).0)
-        };
         let missing = if c.missing.is_empty() {
             "–".to_string()
         } else {
             c.missing.join("; ")
         };
-        if csv {
-            out += &format!(
-                "{hash},{},{},{pck:.4},{std:.4},{identity},{inlier},{}\n",
-                c.name,
-                seeds.join(" "),
+        let columns = [
+            hash.clone(),
+            c.name.clone(),
+            seeds.join(if csv { " " } else { ", " }),
+            spread(&values, csv),
+            identity,
+            spread(&c.tss, csv),
+            mean(&c.inlier_aff),
+            mean(&c.inlier),
+            if csv {
                 missing.replace(',', ";")
-            );
-        } else {
-            let p = if values.is_empty() {
-                "–".into()
             } else {
-                format!("{pck:.4} ± {std:.4}")
-            };
-            out += &format!(
-                "| {hash} | {} | {} | {p} | {identity} | {inlier} | {missing} |\n",
-                c.name,
-                seeds.join(", ")
-            );
+                missing
+            },
+        ];
+        if csv {
+            out += &columns.join(",");
+            out += "\n";
+        } else {
+            out += &format!("| {} |\n", columns.join(" | "));
         }
     }
     out

@@ -559,7 +559,7 @@ fn write_summary(
 
 /// The last values of `tags` logged in the weak stage (`metrics.jsonl` of the run at `run`,
 /// read once).
-fn last_weak_metrics<const N: usize>(run: &Path, tags: [&str; N]) -> [Option<f64>; N] {
+pub(crate) fn last_weak_metrics<const N: usize>(run: &Path, tags: [&str; N]) -> [Option<f64>; N] {
     // Per tag: its last line's value, once that line is seen.
     let mut found: [Option<Option<f64>>; N] = [None; N];
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();

@@ -358,10 +358,19 @@ fn hard_sum(values: Tensor<4>, u: Tensor<4>, v: Tensor<4>, radius: f64) -> Tenso
     };
     let cell_x = cell(|c, h| c / h); // [1, K, 1]
     let cell_y = cell(|c, h| c % h);
+    // The count does not depend on θ, but the tracked branch that computed (u, v) from θ must
+    // still reach the loss: burn's autodiff frees a step's graph from what the backward pass
+    // visits, so a branch it never visits (the regression heads' saved activations) stayed
+    // alive: ~35 MB more per training step at batch 2, and a batch-8 hard-inlier weak stage was
+    // killed by the kernel at 21 GB after ~150 steps.
+    // Joined with weight 0, its gradient is exactly 0 and the loss value unchanged.
+    let zero_weight = (u.clone() + v.clone())
+        .sum_dims_squeeze::<1, _>(&[1, 2, 3])
+        .mul_scalar(0.0); // [B]
     let u = u.detach().reshape([batch, 1, p]);
     let v = v.detach().reshape([batch, 1, p]);
     let d2 = (u - cell_x).square() + (v - cell_y).square(); // [B, K, P]
     let outside = d2.clone().greater_elem(radius * radius);
     let mask = d2.ones_like().mask_fill(outside, 0.0); // [B, K, P], 0/1, no gradient path
-    (values.reshape([batch, k, p]) * mask).sum_dims_squeeze::<1, _>(&[1, 2])
+    (values.reshape([batch, k, p]) * mask).sum_dims_squeeze::<1, _>(&[1, 2]) + zero_weight
 }

@@ -3,6 +3,7 @@
 
 use super::{Benchmark, EvalOptions, Report, Subject, report};
 use crate::data::embedded::Split;
+use crate::data::pf::KeypointPair;
 use crate::error::Result;
 use crate::eval::keypoints::{PairScore, Procedure, evaluate_pairs};
 use crate::geometry::Tps;
@@ -19,6 +20,31 @@ fn reference_length(benchmark: Benchmark, procedure: Procedure) -> &'static str 
         }
         _ => "max side of the source keypoint bounding box",
     }
+}
+
+/// One row per pair, in the benchmark's order: its images (relative to the dataset root), class
+/// and the PCK of each prediction kind and of the identity (`null`: no keypoints). What picks
+/// the pairs to show (`weakalign align` on the best, median and worst) reads.
+///
+/// `per_kind` holds the affine then the affine∘TPS scores, each in `pairs`' order.
+fn per_pair_rows(pairs: &[KeypointPair], per_kind: &[Vec<PairScore>]) -> Vec<serde_json::Value> {
+    let [aff, aff_tps] = per_kind else {
+        unreachable!("one pass scores the affine and affine∘TPS kinds")
+    };
+    pairs
+        .iter()
+        .zip(aff.iter().zip(aff_tps))
+        .map(|(p, (a, b))| {
+            serde_json::json!({
+                "source": p.source.display().to_string(),
+                "target": p.target.display().to_string(),
+                "class": p.class,
+                "aff": a.model,
+                "aff_tps": b.model,
+                "identity": a.identity,
+            })
+        })
+        .collect()
 }
 
 /// PCK of `subject` on a keypoint benchmark (the PF-PASCAL procedure from `options`, the
@@ -64,6 +90,7 @@ pub fn evaluate(
         identity.get_or_insert_with(|| scores(|p| p.identity));
     }
     results.insert("identity".into(), identity.unwrap_or_default());
+    let per_pair = per_pair_rows(&set.pairs, &per_kind);
     let name = benchmark.name();
     let json = serde_json::json!({
         "dataset": name,
@@ -78,6 +105,7 @@ pub fn evaluate(
         },
         "pairs": n,
         "pck": results,
+        "per_pair": per_pair,
     });
     let mut md = format!(
         "# PCK@{} on {name} ({n} pairs)\n\nReference length: {reference}; network input {} px; TPS λ {}.\n\n| class | affine | affine∘TPS | identity |\n|---|---|---|---|\n",

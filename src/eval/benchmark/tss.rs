@@ -87,7 +87,16 @@ pub fn evaluate(
             serde_json::json!({"pairs": v.len(), "aff": a, "aff_tps": b, "identity": i}),
         );
     }
-    let json = serde_json::json!({"dataset": "tss", "protocol": {"metric": "kit flow accuracy T5", "alpha": 0.05, "frame": "larger side of the other image's ground truth", "tps_lambda": options.tps_lambda}, "subsets": json});
+    // Over all pairs, whatever their subset: the sample's one number (`weakalign compare`'s).
+    let all: Vec<&[f64; 3]> = rows.values().flatten().collect();
+    let mean = |k: usize| all.iter().map(|x| x[k]).sum::<f64>() / all.len().max(1) as f64;
+    let (i, a, b) = (mean(0), mean(1), mean(2));
+    md += &format!(
+        "| **all** | **{}** | **{a:.4}** | **{b:.4}** | **{i:.4}** |\n",
+        all.len()
+    );
+    let overall = serde_json::json!({"pairs": all.len(), "aff": a, "aff_tps": b, "identity": i});
+    let json = serde_json::json!({"dataset": "tss", "overall": overall, "protocol": {"metric": "kit flow accuracy T5", "alpha": 0.05, "frame": "larger side of the other image's ground truth", "tps_lambda": options.tps_lambda}, "subsets": json});
     Ok(Report {
         name: "tss".into(),
         json,

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every cell of a sweep file on this machine, PARALLEL at a time (each with an equal share of
+# the cores: on 2 CPU cores two one-thread runs do ~25 % more steps per second than one two-thread
+# run), resuming cells that stopped and skipping those already complete; then evaluates each
+# completed cell's checkpoint on the TSS sample when `datasets/tss-sample` is there (the report
+# goes to runs/<experiment>/<hash>/eval/tss.json, where `weakalign compare` reads it) and prints
+# `weakalign compare` of the sweep.
+#
+#   tools/sweep.sh experiments/ablation_caltech.toml        (make ablation)
+#   PARALLEL=1 tools/sweep.sh FILE                           (one at a time, all cores)
+#
+# Logs: logs/sweep/<experiment>/cell<INDEX>.log. Exit status: 0 when every cell completed, 1
+# otherwise (the failed cells' logs are named).
+set -uo pipefail
+
+file=${1:?usage: tools/sweep.sh EXPERIMENT.toml}
+bin=${BIN:-target/release/weakalign}
+parallel=${PARALLEL:-2}
+name=$(basename "$file" .toml)
+logs=logs/sweep/$name
+mkdir -p "$logs"
+
+# One "# <name> — hash <h> (cell <c>) — <values>" line per cell.
+plan=$("$bin" exp "$file" --dry-run | grep "^# $name — hash ") || {
+    echo "error: $file: cannot resolve the sweep (weakalign exp $file --dry-run)" >&2
+    exit 1
+}
+cells=$(printf '%s\n' "$plan" | wc -l)
+threads=$(( $(nproc) / parallel ))
+(( threads >= 1 )) || threads=1
+echo "$name: $cells cells, $parallel at a time, $threads thread(s) each; logs in $logs/"
+
+failed=0
+# --resume continues a stopped cell from its checkpoint, starts one that never ran, and returns
+# at once for one already complete.
+seq 0 $((cells - 1)) | xargs -P "$parallel" -I{} sh -c \
+    "RAYON_NUM_THREADS=$threads '$bin' exp '$file' --cell {} --resume > '$logs/cell{}.log' 2>&1 \
+     || { echo \"cell {} failed (exit \$?): $logs/cell{}.log\" >&2; exit 1; }" || failed=1
+
+if [[ -d datasets/tss-sample ]]; then
+    for hash in $(printf '%s\n' "$plan" | sed 's/.* hash \([0-9a-f]*\) .*/\1/'); do
+        run=runs/$name/$hash
+        if grep -q '"COMPLETED"' "$run/status.json" 2>/dev/null && [[ ! -f $run/eval/tss.json ]]; then
+            "$bin" eval --dataset tss --checkpoint "checkpoints/$name-$hash" --out "$run/eval" \
+                > "$logs/tss-$hash.log" 2>&1 || { echo "TSS eval of $run failed: $logs/tss-$hash.log" >&2; failed=1; }
+        fi
+    done
+fi
+
+"$bin" compare "runs/$name"
+exit $failed
