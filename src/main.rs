@@ -4,6 +4,14 @@
 use clap::Parser;
 
 fn main() {
+    // Output piped into a reader that stops early (`weakalign exp F --dry-run | head`): end
+    // quietly, as Unix tools do, instead of panicking on the broken pipe (Rust ignores SIGPIPE).
+    // SAFETY: the first thing the process does, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     weakalign::memory::keep_freed_memory();
     weakalign::device::pin_default_to_cpu();
     let cli = weakalign::cli::Cli::parse();
