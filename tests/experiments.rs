@@ -1132,6 +1132,17 @@ fn compare_tabulates_test_pck_and_the_weak_losss_inlier_score() {
     let t = text(&table);
     assert!(t.contains("weak inlier score, final warp"), "{t}");
     assert!(t.contains("| – |"), "no TSS report yet: a dash\n{t}");
+    // The validation PCK of the last step, what choices are made on.
+    let metrics = std::fs::read_to_string(run_dir(dir.path()).join("metrics.jsonl")).unwrap();
+    let valid = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["tag"] == "valid/pck")
+        .last()
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap();
+    assert!(t.contains(&format!("| {valid:.4} ± 0.0000 |")), "{t}");
     // With `weakalign eval --dataset tss`'s report in the run's eval folder, its overall T5.
     let eval = run_dir(dir.path()).join("eval");
     std::fs::create_dir_all(&eval).unwrap();

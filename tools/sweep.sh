@@ -8,6 +8,7 @@
 #
 #   tools/sweep.sh experiments/ablation_caltech.toml        (make ablation)
 #   PARALLEL=1 tools/sweep.sh FILE                           (one at a time, all cores)
+#   THREADS=1 PARALLEL=1 tools/sweep.sh FILE &               (beside another sweep)
 #
 # Logs: logs/sweep/<experiment>/cell<INDEX>.log. Exit status: 0 when every cell completed, 1
 # otherwise (the failed cells' logs are named).
@@ -26,7 +27,7 @@ plan=$("$bin" exp "$file" --dry-run | grep "^# $name — hash ") || {
     exit 1
 }
 cells=$(printf '%s\n' "$plan" | wc -l)
-threads=$(( $(nproc) / parallel ))
+threads=${THREADS:-$(( $(nproc) / parallel ))}
 (( threads >= 1 )) || threads=1
 echo "$name: $cells cells, $parallel at a time, $threads thread(s) each; logs in $logs/"
 

@@ -85,6 +85,9 @@ pub struct Cell {
     pub name: String,
     /// Completed runs' test PCK, by seed.
     pub pck: Vec<(u64, f64)>,
+    /// Completed runs' validation PCK at their last step (what levers and the winner are
+    /// chosen on: the test set is only reported).
+    pub validation: Vec<f64>,
     /// Identity PCK on the same test set.
     pub identity: Option<f64>,
     /// Completed runs' TSS flow accuracy T5 over all pairs of `datasets/tss-sample`, where
@@ -134,6 +137,8 @@ pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
                 cell.inlier_aff.extend(aff);
                 cell.inlier.extend(aff_tps.or(tps).or(aff));
                 cell.tss.extend(tss_of(&r.dir));
+                let [valid] = super::runner::last_metrics(&r.dir, None, ["valid/pck"]);
+                cell.validation.extend(valid);
             }
             _ => cell.missing.push(format!(
                 "{} ({})",
@@ -195,9 +200,9 @@ fn spread(values: &[f64], csv: bool) -> String {
 pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
     let mut out = String::new();
     if csv {
-        out += "cell,experiment,seeds,test_pck_mean,test_pck_std,identity_pck,tss_t5_mean,tss_t5_std,weak_inlier_aff_mean,weak_inlier_final_mean,missing\n";
+        out += "cell,experiment,seeds,validation_pck_mean,validation_pck_std,test_pck_mean,test_pck_std,identity_pck,tss_t5_mean,tss_t5_std,weak_inlier_aff_mean,weak_inlier_final_mean,missing\n";
     } else {
-        out += "| cell | experiment | seeds | test PCK (mean ± std) | identity PCK | TSS T5, 6-pair sample (mean ± std) | weak inlier score, affine warp (mean) | weak inlier score, final warp (mean) | missing / failed |\n|---|---|---|---|---|---|---|---|---|\n";
+        out += "| cell | experiment | seeds | validation PCK, last step (mean ± std) | test PCK (mean ± std) | identity PCK | TSS T5, 6-pair sample (mean ± std) | weak inlier score, affine warp (mean) | weak inlier score, final warp (mean) | missing / failed |\n|---|---|---|---|---|---|---|---|---|---|\n";
     }
     let mean = |v: &[f64]| {
         if v.is_empty() {
@@ -207,8 +212,10 @@ pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
         }
     };
     for (hash, c) in cells {
-        let values: Vec<f64> = c.pck.iter().map(|p| p.1).collect();
-        let seeds: Vec<String> = c.pck.iter().map(|p| p.0.to_string()).collect();
+        let mut by_seed = c.pck.clone();
+        by_seed.sort_by_key(|p| p.0);
+        let values: Vec<f64> = by_seed.iter().map(|p| p.1).collect();
+        let seeds: Vec<String> = by_seed.iter().map(|p| p.0.to_string()).collect();
         let identity = c.identity.map_or("–".into(), |v| format!("{v:.4}"));
         let missing = if c.missing.is_empty() {
             "–".to_string()
@@ -219,6 +226,7 @@ pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
             hash.clone(),
             c.name.clone(),
             seeds.join(if csv { " " } else { ", " }),
+            spread(&c.validation, csv),
             spread(&values, csv),
             identity,
             spread(&c.tss, csv),

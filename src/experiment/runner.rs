@@ -560,15 +560,25 @@ fn write_summary(
 /// The last values of `tags` logged in the weak stage (`metrics.jsonl` of the run at `run`,
 /// read once).
 pub(crate) fn last_weak_metrics<const N: usize>(run: &Path, tags: [&str; N]) -> [Option<f64>; N] {
+    last_metrics(run, Some("weak"), tags)
+}
+
+/// The last values of `tags` logged in `stage` (any stage: `None`) in `metrics.jsonl` of the
+/// run at `run`, read once.
+pub(crate) fn last_metrics<const N: usize>(
+    run: &Path,
+    stage: Option<&str>,
+    tags: [&str; N],
+) -> [Option<f64>; N] {
     // Per tag: its last line's value, once that line is seen.
     let mut found: [Option<Option<f64>>; N] = [None; N];
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
-    let weak = text
+    let lines = text
         .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["stage"] == "weak");
-    for v in weak {
+        .filter(|v| stage.is_none_or(|s| v["stage"] == s));
+    for v in lines {
         if let Some(i) = tags.iter().position(|&t| v["tag"] == t) {
             found[i] = found[i].or(Some(v["value"].as_f64()));
         }
