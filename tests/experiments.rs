@@ -1136,9 +1136,9 @@ fn compare_tabulates_test_pck_and_the_weak_losss_inlier_score() {
     let metrics = std::fs::read_to_string(run_dir(dir.path()).join("metrics.jsonl")).unwrap();
     let valid = metrics
         .lines()
+        .rev()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["tag"] == "valid/pck")
-        .last()
+        .find(|v| v["tag"] == "valid/pck")
         .unwrap()["value"]
         .as_f64()
         .unwrap();

@@ -132,12 +132,26 @@ def main():
     if report["protocol"]["tps_lambda"] != 0.0:
         sys.exit(f"error: {args.report}: made with TPS λ ≠ 0; align here uses λ = 0")
     root = args.datasets / "pf-willow"
-    lines = []
+    overall = report["pck"][args.kind]["overall"]
+    md = [
+        "# PF-WILLOW pairs aligned by the best model\n",
+        f"Written by `python3 tools/align_figures.py --checkpoint {args.checkpoint} --report "
+        f"{args.report} --out {args.out}`: the best, median and worst of the 900 pairs by the "
+        f"per-pair PCK@{args.alpha} ({args.kind}) that `weakalign eval --dataset pf-willow` "
+        f"reported (overall {overall:.4f}; ties go to the first pair in the benchmark's order), "
+        "each aligned with `weakalign align`.\n",
+        "Left: the source with its annotated keypoints (yellow circles) and the target's keypoints "
+        "transferred by the predicted warp (crosses, green within α·L of the annotation, red "
+        "beyond). Middle: the target and its keypoints. Right: the source warped onto the "
+        "target.\n",
+    ]
     for name, row in pick(report["per_pair"], args.kind).items():
         out_png = args.out / f"pf_willow_{name}.png"
         pck = figure(row, root, args, out_png)
-        lines.append(f"{name}: {row['source']} -> {row['target']} PCK {pck:.2f} ({out_png})")
-    print("\n".join(lines))
+        print(f"{name}: {row['source']} -> {row['target']} PCK {pck:.2f} ({out_png})")
+        md.append(f"## {name}: {row['class']}, PCK {pck:.2f}\n\n`{row['source']}` → "
+                  f"`{row['target']}`\n\n![{name}]({out_png.name})\n")
+    (args.out / "README.md").write_text("\n".join(md))
 
 
 if __name__ == "__main__":
