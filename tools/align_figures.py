@@ -5,7 +5,7 @@ that `weakalign eval --dataset pf-willow` wrote, each aligned with `weakalign al
     python3 tools/align_figures.py --checkpoint checkpoints/<run> \
         --report runs/<experiment>/<hash>/eval/pf-willow.json --out docs/figures
 
-Per pair, one PNG: the source with its annotated keypoints (circles) and the target's keypoints
+Per pair, one JPEG: the source with its annotated keypoints (circles) and the target's keypoints
 transferred into it by the predicted warp (crosses; green within α·L of the annotation, red
 beyond, L = the larger side of the source keypoints' bounding box: the benchmark's rule), the
 target with its keypoints, and the source warped onto the target (`warped.png`). The PCK in the
@@ -112,7 +112,7 @@ def figure(row, root, args, out_png) -> float:
         f"PCK@{args.alpha} = {pck:.2f}   (source + transferred keypoints | target | source warped)",
         fill=(0, 0, 0))
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out_png)
+    canvas.save(out_png, quality=88)  # photographs: JPEG is a fifth of the PNG
     return pck
 
 
@@ -146,7 +146,7 @@ def main():
         "target.\n",
     ]
     for name, row in pick(report["per_pair"], args.kind).items():
-        out_png = args.out / f"pf_willow_{name}.png"
+        out_png = args.out / f"pf_willow_{name}.jpg"
         pck = figure(row, root, args, out_png)
         print(f"{name}: {row['source']} -> {row['target']} PCK {pck:.2f} ({out_png})")
         md.append(f"## {name}: {row['class']}, PCK {pck:.2f}\n\n`{row['source']}` → "
