@@ -1124,12 +1124,15 @@ fn compare_tabulates_test_pck_and_the_weak_losss_inlier_score() {
     let inlier = summary["weak_inlier_aff_tps"].as_f64().unwrap();
     assert!(inlier > 0.0 && inlier <= 1.0, "{summary}");
     assert!(summary["weak_inlier_aff"].as_f64().is_some(), "{summary}");
-    let table = Command::new(binary())
-        .arg("compare")
-        .arg(dir.path().join("runs/smoke"))
-        .output()
-        .unwrap();
-    let t = text(&table);
+    let compare = || {
+        let table = Command::new(binary())
+            .arg("compare")
+            .arg(dir.path().join("runs/smoke"))
+            .output()
+            .unwrap();
+        text(&table)
+    };
+    let t = compare();
     assert!(t.contains("weak inlier score, final warp"), "{t}");
     assert!(t.contains("| – |"), "no TSS report yet: a dash\n{t}");
     // The validation PCK of the last step, what choices are made on.
@@ -1151,12 +1154,7 @@ fn compare_tabulates_test_pck_and_the_weak_losss_inlier_score() {
         r#"{"overall": {"pairs": 6, "aff": 0.25, "aff_tps": 0.3125, "identity": 0.125}}"#,
     )
     .unwrap();
-    let table = Command::new(binary())
-        .arg("compare")
-        .arg(dir.path().join("runs/smoke"))
-        .output()
-        .unwrap();
-    let t = text(&table);
+    let t = compare();
     assert!(t.contains("| 0.3125 ± 0.0000 |"), "{t}");
     let pck = summary["test_pck"].as_f64().unwrap();
     assert!(

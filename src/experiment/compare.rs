@@ -130,14 +130,15 @@ pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
                     s["test_pck"].as_f64().unwrap_or(f64::NAN),
                 ));
                 cell.identity = s["test_identity_pck"].as_f64();
-                let [aff, tps, aff_tps] = super::runner::last_weak_metrics(
+                // One read of metrics.jsonl: the inlier scores are logged in the weak stage only.
+                let [aff, tps, aff_tps, valid] = super::runner::last_metrics(
                     &r.dir,
-                    ["inlier_aff", "inlier_tps", "inlier_aff_tps"],
+                    None,
+                    ["inlier_aff", "inlier_tps", "inlier_aff_tps", "valid/pck"],
                 );
                 cell.inlier_aff.extend(aff);
                 cell.inlier.extend(aff_tps.or(tps).or(aff));
                 cell.tss.extend(tss_of(&r.dir));
-                let [valid] = super::runner::last_metrics(&r.dir, None, ["valid/pck"]);
                 cell.validation.extend(valid);
             }
             _ => cell.missing.push(format!(
@@ -154,18 +155,20 @@ pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
 fn tss_of(dir: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(dir.join("eval").join("tss.json")).ok()?;
     let report: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let affine_only = std::fs::read_to_string(dir.join("config.resolved.toml"))
-        .ok()
-        .and_then(|t| toml::from_str::<super::config::Experiment>(&t).ok())
+    let affine_only = resolved_config(dir)
         .is_some_and(|e| e.model.transform == crate::model::TransformKind::Affine);
     let kind = if affine_only { "aff" } else { "aff_tps" };
     report["overall"][kind].as_f64()
 }
 
 fn cell_hash_of(dir: &Path) -> Option<String> {
+    Some(resolved_config(dir)?.cell_hash())
+}
+
+/// The run's `config.resolved.toml`, when it reads.
+fn resolved_config(dir: &Path) -> Option<super::config::Experiment> {
     let text = std::fs::read_to_string(dir.join("config.resolved.toml")).ok()?;
-    let exp: super::config::Experiment = toml::from_str(&text).ok()?;
-    Some(exp.cell_hash())
+    toml::from_str(&text).ok()
 }
 
 /// Mean and sample standard deviation.

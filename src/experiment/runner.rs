@@ -559,7 +559,7 @@ fn write_summary(
 
 /// The last values of `tags` logged in the weak stage (`metrics.jsonl` of the run at `run`,
 /// read once).
-pub(crate) fn last_weak_metrics<const N: usize>(run: &Path, tags: [&str; N]) -> [Option<f64>; N] {
+fn last_weak_metrics<const N: usize>(run: &Path, tags: [&str; N]) -> [Option<f64>; N] {
     last_metrics(run, Some("weak"), tags)
 }
 

@@ -65,6 +65,12 @@ fn score(
     Ok(rows)
 }
 
+/// Mean of each column of `rows` (identity, affine, affine∘TPS T5 per pair); 0 for no rows.
+fn column_means(rows: &[[f64; 3]]) -> [f64; 3] {
+    let n = rows.len().max(1) as f64;
+    [0, 1, 2].map(|k| rows.iter().map(|r| r[k]).sum::<f64>() / n)
+}
+
 /// The TSS report; the `.flo` files of every pair and kind are written under `out`.
 pub fn evaluate(
     subject: Subject<'_>,
@@ -78,9 +84,7 @@ pub fn evaluate(
     );
     let mut json = serde_json::Map::new();
     for (subset, v) in &rows {
-        let n = v.len() as f64;
-        let mean = |k: usize| v.iter().map(|x| x[k]).sum::<f64>() / n;
-        let (i, a, b) = (mean(0), mean(1), mean(2));
+        let [i, a, b] = column_means(v);
         md += &format!("| {subset} | {} | {a:.4} | {b:.4} | {i:.4} |\n", v.len());
         json.insert(
             subset.clone(),
@@ -88,9 +92,8 @@ pub fn evaluate(
         );
     }
     // Over all pairs, whatever their subset: the sample's one number (`weakalign compare`'s).
-    let all: Vec<&[f64; 3]> = rows.values().flatten().collect();
-    let mean = |k: usize| all.iter().map(|x| x[k]).sum::<f64>() / all.len().max(1) as f64;
-    let (i, a, b) = (mean(0), mean(1), mean(2));
+    let all: Vec<[f64; 3]> = rows.values().flatten().copied().collect();
+    let [i, a, b] = column_means(&all);
     md += &format!(
         "| **all** | **{}** | **{a:.4}** | **{b:.4}** | **{i:.4}** |\n",
         all.len()
