@@ -714,6 +714,39 @@ fn the_device_is_a_checked_choice_and_cpu_keeps_the_hash() {
     assert!(e.contains("(key `device`)") && e.contains("cuda:N"), "{e}");
 }
 
+#[test]
+fn weak_pair_knobs_keep_older_hashes_and_apply_to_caltech_pairs_only() {
+    let caltech = root().join("experiments/affine_tps_soft_caltech_weaklr.toml");
+    let plain = load(&caltech, &[]).unwrap();
+    let defaults = load(
+        &caltech,
+        &["weak.random_crop=true".into(), "weak.flip=false".into()],
+    )
+    .unwrap();
+    // The winner's hash as written in experiments/README.md, from before these keys existed.
+    assert_eq!(plain.hash(), "c61b7795110c2bec");
+    assert_eq!(defaults.hash(), plain.hash());
+    let text = plain.to_toml();
+    assert!(
+        !text.contains("random_crop") && !text.contains("flip"),
+        "{text}"
+    );
+    for (set, key) in [
+        ("weak.flip=true", "weak.flip"),
+        ("weak.random_crop=false", "weak.random_crop"),
+    ] {
+        let changed = load(&caltech, &[set.into()]).unwrap();
+        assert_ne!(changed.hash(), plain.hash(), "{set}");
+        resolve(&changed, &caltech).unwrap();
+        let on_embedded = load(&smoke(), &[set.into()]).unwrap();
+        let e = resolve(&on_embedded, &smoke()).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("(key `{key}`)")) && e.contains("Caltech-101 weak pairs only"),
+            "{e}"
+        );
+    }
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_in_a_cpu_build_is_a_clear_error_before_anything_is_written() {

@@ -217,6 +217,24 @@ pub struct WeakSection {
     pub backbone_trainable: Trainable,
     /// BatchNorm: `frozen` (running statistics, reference) or `train`.
     pub batch_norm: BatchNormMode,
+    /// Caltech-101 weak pairs: crop each image at random as the reference's `ImagePairDataset`
+    /// (`true`, the default) or use it whole. Left out of the resolved file and the hash at its
+    /// default, so the hashes of runs from before this key did not change.
+    #[serde(skip_serializing_if = "is_true")]
+    pub random_crop: bool,
+    /// Caltech-101 weak pairs: also train on every pair mirrored (both images), doubling the list
+    /// as the reference's `pf-pascal-flip/train_pairs.csv` does (`false`, the default: each pair
+    /// once, unmirrored). Left out of the resolved file and the hash at its default.
+    #[serde(skip_serializing_if = "is_false")]
+    pub flip: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for WeakSection {
@@ -228,6 +246,8 @@ impl Default for WeakSection {
             schedule: Schedule::Constant,
             backbone_trainable: Trainable::Frozen,
             batch_norm: BatchNormMode::Frozen,
+            random_crop: true,
+            flip: false,
         }
     }
 }
@@ -507,7 +527,8 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
         Ok(mut t) => t.remove("v").expect("parsed key"),
         Err(_) => toml::Value::String(raw.trim().to_string()),
     };
-    // Every key, including those the defaults leave out of files (`device`).
+    // Every key, including those the defaults leave out of files (`device`, `launcher`,
+    // `weak.random_crop`, `weak.flip`).
     let all_keys = Experiment {
         device: DeviceChoice::Cuda(0),
         launcher: LauncherSection {
@@ -516,6 +537,11 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
             cpus_per_task: Some(0),
             time: Some(String::new()),
             max_parallel: Some(0),
+        },
+        weak: WeakSection {
+            random_crop: false,
+            flip: true,
+            ..WeakSection::default()
         },
         ..Experiment::default()
     };

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::config::{Experiment, InlierCount};
+use super::config::{Experiment, InlierCount, TrainData};
 use crate::backbone::Normalization;
 use crate::error::{Error, Result};
 use crate::loss::{InlierConfig, InlierKind};
@@ -162,6 +162,20 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
     }
     if let Some(p) = &exp.launcher.partition {
         rule::slurm_name(p).map_err(|m| bad(file, "launcher.partition", m))?;
+    }
+    if exp.data.train != TrainData::Caltech101 {
+        for (key, changed) in [
+            ("weak.random_crop", !exp.weak.random_crop),
+            ("weak.flip", exp.weak.flip),
+        ] {
+            if changed {
+                return Err(bad(
+                    file,
+                    key,
+                    "applies to Caltech-101 weak pairs only (`data.train = \"caltech-101\"`)",
+                ));
+            }
+        }
     }
     for (key, v) in [
         ("data.validation", exp.data.validation),
