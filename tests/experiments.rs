@@ -723,7 +723,8 @@ fn weak_pair_knobs_keep_older_hashes_and_apply_to_caltech_pairs_only() {
         &["weak.random_crop=true".into(), "weak.flip=false".into()],
     )
     .unwrap();
-    // The winner's hash as written in experiments/README.md, from before these keys existed.
+    // The first round's winner's hash as written in experiments/README.md, from before these keys
+    // existed.
     assert_eq!(plain.hash(), "c61b7795110c2bec");
     assert_eq!(defaults.hash(), plain.hash());
     let text = plain.to_toml();
