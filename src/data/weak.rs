@@ -288,3 +288,46 @@ impl super::loader::PairSource for WeakPairs {
         })
     }
 }
+
+/// `pairs`, followed by each of them again mirrored when `flip` (the reference's
+/// `pf-pascal-flip` list: the unflipped rows, then the same rows with `flip = 1`).
+pub fn with_mirrored(pairs: Vec<WeakPair>, flip: bool) -> Vec<WeakPair> {
+    if !flip {
+        return pairs;
+    }
+    let mirrored: Vec<WeakPair> = pairs
+        .iter()
+        .map(|p| WeakPair {
+            flip: true,
+            ..p.clone()
+        })
+        .collect();
+    pairs.into_iter().chain(mirrored).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrored_pairs_follow_the_unflipped_ones_in_order() {
+        let pair = |s: &str| WeakPair {
+            source: s.into(),
+            target: "t.jpg".into(),
+            class: "c".into(),
+            flip: false,
+        };
+        let pairs = vec![pair("a.jpg"), pair("b.jpg")];
+        assert_eq!(with_mirrored(pairs.clone(), false), pairs);
+        let doubled = with_mirrored(pairs.clone(), true);
+        assert_eq!(doubled.len(), 4);
+        assert_eq!(doubled[..2], pairs[..]);
+        for (m, p) in doubled[2..].iter().zip(&pairs) {
+            assert!(m.flip);
+            assert_eq!(
+                (&m.source, &m.target, &m.class),
+                (&p.source, &p.target, &p.class)
+            );
+        }
+    }
+}

@@ -16,7 +16,7 @@ use crate::data::image::{RgbImage, load_rgb};
 use crate::data::layout;
 use crate::data::loader::{EpochBatches, Order, PairBatch, PairSource};
 use crate::data::synth::{SynthConfig, SynthModel, SynthPairs, image_paths_in};
-use crate::data::weak::{WeakPair, WeakPairs, build_pair_lists};
+use crate::data::weak::{WeakPairs, build_pair_lists, with_mirrored};
 use crate::error::{Error, Result};
 use crate::eval::keypoints::KeypointSet;
 use crate::geometry::Tps;
@@ -272,49 +272,6 @@ impl BatchStream {
             }
             self.epoch += 1;
             self.start(0);
-        }
-    }
-}
-
-/// `pairs`, followed by each of them again mirrored when `flip` (the reference's
-/// `pf-pascal-flip` list: the unflipped rows, then the same rows with `flip = 1`).
-fn with_mirrored(pairs: Vec<WeakPair>, flip: bool) -> Vec<WeakPair> {
-    if !flip {
-        return pairs;
-    }
-    let mirrored: Vec<WeakPair> = pairs
-        .iter()
-        .map(|p| WeakPair {
-            flip: true,
-            ..p.clone()
-        })
-        .collect();
-    pairs.into_iter().chain(mirrored).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mirrored_pairs_follow_the_unflipped_ones_in_order() {
-        let pair = |s: &str| WeakPair {
-            source: s.into(),
-            target: "t.jpg".into(),
-            class: "c".into(),
-            flip: false,
-        };
-        let pairs = vec![pair("a.jpg"), pair("b.jpg")];
-        assert_eq!(with_mirrored(pairs.clone(), false), pairs);
-        let doubled = with_mirrored(pairs.clone(), true);
-        assert_eq!(doubled.len(), 4);
-        assert_eq!(doubled[..2], pairs[..]);
-        for (m, p) in doubled[2..].iter().zip(&pairs) {
-            assert!(m.flip);
-            assert_eq!(
-                (&m.source, &m.target, &m.class),
-                (&p.source, &p.target, &p.class)
-            );
         }
     }
 }
