@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::backbone::{Backbone, BackboneKind};
 use crate::correlation::{FeatureCorrelation, feature_l2_norm};
-use crate::error::{Dim, Result, check_shape};
+use crate::error::{Dim, Result, check_arg, check_shape};
 use crate::geometry::{AffineTheta, GridFactors, Theta, TpsTheta, sample, sampling_grid};
 use crate::regression::FeatureRegression;
 
@@ -300,21 +300,62 @@ impl TwoStage {
         Ok(SingleStageOutput { theta, corr })
     }
 
+    /// The two-stage forward of the paper and the reference (one affine pass): what training
+    /// and, by default, evaluation run.
+    ///
     /// # Shapes
     /// - `source`, `target`: `[batch, 3, S, S]`, normalized for the backbone (S = image size)
     /// - output: see [`TwoStageOutput`]
     pub fn forward(&self, source: Tensor<4>, target: Tensor<4>) -> Result<TwoStageOutput> {
+        self.forward_refined(source, target, 1)
+    }
+
+    /// The two-stage forward with `affine_passes` passes of the affine head: after the first,
+    /// each pass re-extracts the source warped by the θ_aff so far, predicts the residual affine
+    /// θ against the target and composes it in (`θ_aff ← θ_aff ∘ δ`); the TPS head then runs on
+    /// the source warped by the final θ_aff. Every warp samples the original source, so
+    /// refinement does not blur it. One pass is [`TwoStage::forward`] exactly.
+    ///
+    /// An extension for inference (`[eval] affine_passes`, `--affine-passes`), not in the paper
+    /// or the reference: the heads are trained on one pass.
+    ///
+    /// # Shapes
+    /// - `source`, `target`: `[batch, 3, S, S]`, normalized for the backbone (S = image size)
+    /// - output: see [`TwoStageOutput`]; `corr_aff` is the first pass's (unwarped source)
+    pub fn forward_refined(
+        &self,
+        source: Tensor<4>,
+        target: Tensor<4>,
+        affine_passes: usize,
+    ) -> Result<TwoStageOutput> {
         check_pair("TwoStage::forward", &source, &target, self.image_size)?;
+        check_arg(
+            affine_passes >= 1,
+            "TwoStage::forward",
+            "affine_passes",
+            || format!("{affine_passes}: at least one pass of the affine head is needed"),
+        )?;
         let (l2, norm) = (self.normalize_features, self.normalize_matches);
         let f_tgt = self.backbone.forward(target);
         let f_src = self.backbone.forward(source.clone());
         let corr_aff = correlate(f_src, f_tgt.clone(), l2, norm)?;
-        let theta_aff = self.regression_aff.forward(corr_aff.clone())?;
+        let mut theta_aff = self.regression_aff.forward(corr_aff.clone())?;
         // The normalized source is warped (zero padding = mean colour) and re-fed; gradients reach
         // θ_aff through this warp.
         let size = [self.image_size, self.image_size];
-        let grid = sampling_grid(&theta_aff, size, GridFactors::default())?;
-        let warped = sample(source, grid)?; // [B, 3, S, S]
+        let warp = |theta: &AffineTheta| -> Result<Tensor<4>> {
+            sample(
+                source.clone(),
+                sampling_grid(theta, size, GridFactors::default())?,
+            )
+        };
+        let mut warped = warp(&theta_aff)?; // [B, 3, S, S]
+        for _ in 1..affine_passes {
+            let corr = correlate(self.backbone.forward(warped), f_tgt.clone(), l2, norm)?;
+            let residual = self.regression_aff.forward(corr)?;
+            theta_aff = theta_aff.compose(&residual)?;
+            warped = warp(&theta_aff)?;
+        }
         let corr_aff_tps = correlate(self.backbone.forward(warped), f_tgt, l2, norm)?;
         let theta_tps = self.regression_tps.forward(corr_aff_tps.clone())?;
         Ok(TwoStageOutput {

@@ -490,6 +490,37 @@ fn eval_and_align_use_a_checkpoint() {
         "{}",
         rows[0]
     );
+    // Affine refinement on the validation split: a report of its own beside the one-pass test one.
+    let before = std::fs::read(out.join("embedded.json")).unwrap();
+    let refined = Command::new(binary())
+        .args(["eval", "--dataset", "embedded", "--split", "validation"])
+        .args(["--affine-passes", "2", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(refined.status.success(), "{}", text(&refined));
+    let file = out.join("embedded-validation-affine-passes-2.json");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(report["protocol"]["affine_passes"], 2);
+    assert_eq!(report["pairs"], 180);
+    assert_eq!(std::fs::read(out.join("embedded.json")).unwrap(), before);
+    let wrong_split = Command::new(binary())
+        .args(["eval", "--dataset", "pf-willow", "--split", "validation"])
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let msg = text(&wrong_split);
+    assert_eq!(wrong_split.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("split") && msg.contains("only embedded") && !msg.contains("panicked"),
+        "{msg}"
+    );
     // TSS: flows written as .flo at each target image's resolution, scored with the kit's metric.
     if root().join("datasets/tss-sample").is_dir() {
         let t = Command::new(binary())
@@ -748,6 +779,27 @@ fn weak_pair_knobs_keep_older_hashes_and_apply_to_caltech_pairs_only() {
     }
 }
 
+#[test]
+fn affine_passes_keep_older_hashes_and_must_be_at_least_one() {
+    let file = root().join("experiments/affine_tps_soft_caltech_narrow.toml");
+    let plain = load(&file, &[]).unwrap();
+    // The winner's hash as written in experiments/README.md, from before this key existed.
+    assert_eq!(plain.hash(), "5a32b27b64e824ee");
+    let one = load(&file, &["eval.affine_passes=1".into()]).unwrap();
+    assert_eq!(one.hash(), plain.hash());
+    assert!(!plain.to_toml().contains("affine_passes"));
+    let two = load(&file, &["eval.affine_passes=2".into()]).unwrap();
+    assert_ne!(two.hash(), plain.hash());
+    assert_eq!(two.eval.affine_passes, 2);
+    resolve(&two, &file).unwrap();
+    let zero = load(&smoke(), &["eval.affine_passes=0".into()]).unwrap();
+    let e = resolve(&zero, &smoke()).unwrap_err().to_string();
+    assert!(
+        e.contains("(key `eval.affine_passes`)") && e.contains("must be ≥ 1"),
+        "{e}"
+    );
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_in_a_cpu_build_is_a_clear_error_before_anything_is_written() {
@@ -884,6 +936,11 @@ fn out_of_range_cli_values_are_usage_errors_naming_the_flag() {
         (&["eval", "--alpha=-1", "--dataset=embedded"][..], "--alpha"),
         (&["eval", "--alpha", "NaN"][..], "--alpha"),
         (&["eval", "--tps-lambda", "inf"][..], "--tps-lambda"),
+        (&["eval", "--affine-passes", "0"][..], "--affine-passes"),
+        (
+            &["align", "--affine-passes=0", "a.png", "b.png"][..],
+            "--affine-passes",
+        ),
         (
             &["align", "--tps-lambda=-0.5", "a.png", "b.png"][..],
             "--tps-lambda",

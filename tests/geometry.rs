@@ -268,3 +268,61 @@ fn grid_and_point_layouts_agree() {
     let grid = identity_grid(1, [3, 4], &dev, dt);
     assert_eq!(values(grid_to_points(grid)), values(pts));
 }
+
+#[test]
+fn composed_affine_maps_points_through_the_inner_then_the_outer() {
+    let (dev, dt) = f64_device();
+    let outer = AffineTheta::from_values(
+        &[
+            0.9, 0.2, 0.1, -0.15, 1.1, -0.05, 1.2, 0.0, 0.3, 0.1, 0.8, 0.0,
+        ],
+        &dev,
+        dt,
+    )
+    .unwrap();
+    let inner = AffineTheta::from_values(
+        &[
+            1.05, -0.1, -0.2, 0.05, 0.95, 0.15, 0.7, 0.3, 0.0, -0.3, 0.7, 0.2,
+        ],
+        &dev,
+        dt,
+    )
+    .unwrap();
+    let pts = tensor(
+        &[
+            -1.0, 0.5, 0.2, 1.0, 0.3, -0.7, 0.0, 0.9, -0.4, 0.6, 0.1, -1.0,
+        ],
+        [2, 2, 3],
+        (dev.clone(), dt),
+    );
+    let sequential = outer
+        .map_points(inner.map_points(pts.clone()).unwrap())
+        .unwrap();
+    let composed = outer.compose(&inner).unwrap();
+    assert_close(
+        "outer ∘ inner",
+        &values(composed.map_points(pts).unwrap()),
+        &values(sequential),
+        1e-12,
+        0.0,
+    );
+    let identity = AffineTheta::identity(2, &dev, dt);
+    for (what, got) in [
+        ("θ ∘ id", outer.compose(&identity).unwrap()),
+        ("id ∘ θ", identity.compose(&outer).unwrap()),
+    ] {
+        assert_close(
+            what,
+            &values(got.into_tensor()),
+            &values(outer.tensor().clone()),
+            1e-15,
+            0.0,
+        );
+    }
+    let single = AffineTheta::identity(1, &dev, dt);
+    let e = outer.compose(&single).unwrap_err().to_string();
+    assert!(
+        e.contains("AffineTheta::compose") && e.contains("batch 1"),
+        "{e}"
+    );
+}

@@ -93,6 +93,12 @@ proptest! {
     }
 
     #[test]
+    fn grad_affine_compose(outer in affine_near_identity(2), inner in affine_near_identity(2)) {
+        gradcheck("affine compose/outer", &outer, [2, 6], |t| affine(t).compose(&affine(fixed(&inner, [2, 6]))).unwrap().into_tensor());
+        gradcheck("affine compose/inner", &inner, [2, 6], |t| affine(fixed(&outer, [2, 6])).compose(&affine(t)).unwrap().into_tensor());
+    }
+
+    #[test]
     fn grad_tps_points(theta in tps_near_identity(2), pts in vals(2 * 2 * 7, 1.5), lambda in prop::sample::select(vec![0.0, 0.2])) {
         let tps = Tps::new(lambda).unwrap();
         gradcheck("tps points/θ", &theta, [2, 18], |t| tps.warp(&tps_theta(t)).map_points(fixed(&pts, [2, 2, 7])).unwrap());

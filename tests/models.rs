@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use burn::tensor::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
 use weakalign::backbone::{Backbone, BackboneKind, EfficientNetLite0Classifier, ResNet101, Vgg16};
-use weakalign::geometry::{AffineTheta, Theta, TpsTheta};
+use weakalign::geometry::{AffineTheta, GridFactors, Theta, TpsTheta, sample, sampling_grid};
 use weakalign::model::ModelConfig;
 use weakalign::regression::FeatureRegression;
 use weakalign::weights;
@@ -505,4 +505,46 @@ fn trainable_blocks_and_frozen_batch_norm() {
         unreachable!()
     };
     assert!(!vgg.conv4_3.weight.is_require_grad());
+}
+
+#[test]
+fn affine_refinement_composes_the_residual_predicted_on_the_warped_source() {
+    let (device, _) = f32_device();
+    let config = ModelConfig {
+        backbone: BackboneKind::EfficientNetLite0,
+        image_size: 176,
+        ..ModelConfig::default()
+    };
+    // Built on the inference device, so batch normalization uses its running statistics (as
+    // an evaluated checkpoint does): each pair's prediction is its own.
+    let model = config.init_two_stage(&device).unwrap();
+    let (s, t) = (input([2, 3, 176, 176], 0.3), input([2, 3, 176, 176], 0.7));
+    let theta = |out: &weakalign::model::TwoStageOutput| {
+        (
+            values(out.theta_aff.tensor().clone()),
+            values(out.theta_tps.tensor().clone()),
+        )
+    };
+    // One pass is the paper's forward, bit for bit.
+    let once = model.forward(s.clone(), t.clone()).unwrap();
+    let refined_once = model.forward_refined(s.clone(), t.clone(), 1).unwrap();
+    assert_eq!(theta(&once), theta(&refined_once));
+    // Two passes: the residual is the affine head on the source warped by the first θ_aff.
+    let twice = model.forward_refined(s.clone(), t.clone(), 2).unwrap();
+    let grid = sampling_grid(&once.theta_aff, [176, 176], GridFactors::default()).unwrap();
+    let warped = sample(s.clone(), grid).unwrap();
+    let residual = model.forward_affine(warped, t.clone()).unwrap().theta;
+    let want = once.theta_aff.compose(&residual).unwrap();
+    assert_parity(
+        "θ_aff after two passes",
+        values(twice.theta_aff.tensor().clone()),
+        &values(want.into_tensor()),
+    );
+    assert_ne!(
+        theta(&twice).0,
+        theta(&once).0,
+        "the second pass moved θ_aff"
+    );
+    let e = model.forward_refined(s, t, 0).unwrap_err().to_string();
+    assert!(e.contains("affine_passes"), "{e}");
 }

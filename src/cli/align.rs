@@ -31,6 +31,10 @@ pub struct AlignArgs {
     /// TPS λ of the warp.
     #[arg(long, default_value_t = 0.0, value_parser = super::tps_lambda)]
     pub tps_lambda: f64,
+    /// Passes of the affine head: 1 is the paper's model; more refine θ_aff on the source warped
+    /// by the θ_aff so far (an extension; see `TwoStage::forward_refined`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub affine_passes: u32,
     /// Where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a `make build-cuda` binary).
     #[arg(long, default_value = "cpu", value_parser = super::choice::<DeviceChoice>)]
     pub device: DeviceChoice,
@@ -51,6 +55,7 @@ pub fn run(args: AlignArgs) -> Result<i32> {
         &target,
         points.as_deref(),
         args.tps_lambda,
+        args.affine_passes as usize,
     )?;
     let written = alignment.write(&args.out, &args.source, &args.target)?;
     println!("wrote {} to {}", written.join(", "), args.out.display());

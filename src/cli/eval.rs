@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::choice;
 use crate::backbone::BackboneKind;
+use crate::data::embedded::Split;
 use crate::device::DeviceChoice;
 use crate::eval::keypoints::Procedure;
 use crate::eval::{Benchmark, EvalOptions, benchmark};
@@ -36,6 +37,14 @@ pub struct EvalArgs {
     /// TPS λ for point transfer (reference eval.py: 0).
     #[arg(long, default_value_t = 0.0, value_parser = super::tps_lambda)]
     pub tps_lambda: f64,
+    /// Passes of the affine head: 1 is the paper's model; more refine θ_aff on the source warped
+    /// by the θ_aff so far (an extension; see `TwoStage::forward_refined`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub affine_passes: u32,
+    /// `embedded` only: which of its splits, `test` (336 pairs) or `validation` (the pairs a
+    /// training run validates on; disjoint from every test set).
+    #[arg(long, default_value = "test", value_parser = choice::<Split>)]
+    pub split: Split,
     /// `datasets/` folder.
     #[arg(long, default_value = "datasets")]
     pub datasets: PathBuf,
@@ -68,6 +77,8 @@ pub fn run(args: EvalArgs) -> Result<i32> {
         alpha: args.alpha,
         procedure: args.procedure,
         tps_lambda: args.tps_lambda,
+        affine_passes: args.affine_passes as usize,
+        split: args.split,
         datasets: args.datasets.clone(),
     };
     let bar = indicatif::ProgressBar::new(0);

@@ -65,8 +65,9 @@ pub struct Instance {
     pub keypoints: Vec<(f64, f64)>,
 }
 
-/// Which split a pair belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which split a pair belongs to (`"train"`, `"validation"`, `"test"` on the command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     /// Training pairs.
     Train,

@@ -29,6 +29,8 @@ pub struct Alignment {
     pub theta_tps: Vec<f64>,
     /// TPS λ of the warp.
     pub tps_lambda: f64,
+    /// Passes of the affine head ([`TwoStage::forward_refined`]; 1 = the paper).
+    pub affine_passes: usize,
     /// The source warped onto the target's pixel grid.
     pub warped: RgbImage,
     /// Warped source and target in alternating tiles.
@@ -57,6 +59,7 @@ pub fn align(
     target: &RgbImage,
     points: Option<&[(f64, f64)]>,
     tps_lambda: f64,
+    affine_passes: usize,
 ) -> Result<Alignment> {
     if let Some(p) = points.and_then(|p| p.iter().find(|(x, y)| !(x.is_finite() && y.is_finite())))
     {
@@ -68,7 +71,7 @@ pub fn align(
     }
     let device = model.device();
     let size = model.image_size;
-    let out = predict(model, norm, source, target)?;
+    let out = predict(model, norm, source, target, affine_passes)?;
     let theta_aff = crate::device::read_f64(out.theta_aff.tensor().clone());
     let theta_tps = crate::device::read_f64(out.theta_tps.tensor().clone());
     let spline = Tps::new(tps_lambda)?;
@@ -125,6 +128,7 @@ pub fn align(
         theta_aff,
         theta_tps,
         tps_lambda,
+        affine_passes,
         warped,
         checkerboard,
         matches: canvas,
@@ -232,7 +236,7 @@ impl Alignment {
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         let json = serde_json::json!({
             "source": source.display().to_string(), "target": target.display().to_string(),
-            "theta_aff": self.theta_aff, "theta_tps": self.theta_tps, "tps_lambda": self.tps_lambda,
+            "theta_aff": self.theta_aff, "theta_tps": self.theta_tps, "tps_lambda": self.tps_lambda, "affine_passes": self.affine_passes,
             "convention": "θ maps target to source, normalized coordinates in [-1, 1], align_corners = true; affine∘TPS applies the TPS first",
         });
         let text = serde_json::to_string_pretty(&json).expect("JSON values serialize");

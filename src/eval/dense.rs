@@ -11,7 +11,8 @@ use crate::geometry::{
 };
 use crate::model::{TwoStage, TwoStageOutput};
 
-/// The two-stage model's predictions for a pair of raw images (resized and normalized for it).
+/// The two-stage model's predictions for a pair of raw images (resized and normalized for it),
+/// the affine head run `affine_passes` times ([`TwoStage::forward_refined`]; 1 = the paper).
 ///
 /// # Shapes
 /// - output: `theta_aff` `[1, 6]`, `theta_tps` `[1, 18]`, correlations `[1, h·w, h, w]`
@@ -20,26 +21,30 @@ pub fn predict(
     norm: Normalization,
     source: &RgbImage,
     target: &RgbImage,
+    affine_passes: usize,
 ) -> Result<TwoStageOutput> {
     let device = model.device();
     let size = model.image_size;
-    model.forward(
+    model.forward_refined(
         source.network_input(size, norm, &device),
         target.network_input(size, norm, &device),
+        affine_passes,
     )
 }
 
 /// Normalized source locations `(x, y)` of every target pixel (row-major over the target's own
 /// `h × w`) under, in order, the identity, θ_aff and θ_aff∘θ_tps predicted for
-/// `(source, target)`; the composition is analytic (the evaluation's convention).
+/// `(source, target)` with `affine_passes` passes of the affine head; the composition is analytic
+/// (the evaluation's convention).
 pub fn dense_locations(
     model: &TwoStage,
     norm: Normalization,
     source: &RgbImage,
     target: &RgbImage,
     spline: &Tps,
+    affine_passes: usize,
 ) -> Result<[Vec<(f64, f64)>; 3]> {
-    let out = predict(model, norm, source, target)?;
+    let out = predict(model, norm, source, target, affine_passes)?;
     let device = model.device();
     let (h, w) = (target.height, target.width);
     let identity = AffineTheta::identity(1, &device, DType::F32);

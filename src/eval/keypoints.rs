@@ -122,6 +122,7 @@ pub fn evaluate_unless(
     alpha: f64,
     tps: &Tps,
     batch: usize,
+    affine_passes: usize,
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<PckResult>> {
     let Some(mut per_kind) = evaluate_pairs(
@@ -132,6 +133,7 @@ pub fn evaluate_unless(
         alpha,
         tps,
         batch,
+        affine_passes,
         Procedure::BoundingBox,
         &mut |_| {
             if stop() {
@@ -164,8 +166,9 @@ fn rows(t: Tensor<2>) -> Vec<Vec<f64>> {
 }
 
 /// The predictions of each of `kinds` for a batch, per kind then per pair. One two-stage
-/// forward serves both `Affine` and `AffineTps` (its θ_aff is the affine stage's); the TPS head
-/// alone needs a pass of its own.
+/// forward serves both `Affine` and `AffineTps` (its θ_aff is the affine stage's, after
+/// `affine_passes` passes: [`TwoStage::forward_refined`]); the TPS head alone needs a pass of its
+/// own.
 ///
 /// # Shapes
 /// - `source`, `target`: `[batch, 3, S, S]`
@@ -174,10 +177,11 @@ fn predict(
     kinds: &[TransformKind],
     source: Tensor<4>,
     target: Tensor<4>,
+    affine_passes: usize,
 ) -> Result<Vec<Vec<Prediction>>> {
     let (mut aff, mut aff_tps, mut tps) = (None, None, None);
-    if kinds.contains(&TransformKind::AffineTps) {
-        let out = model.forward(source.clone(), target.clone())?;
+    if kinds.contains(&TransformKind::AffineTps) || affine_passes > 1 {
+        let out = model.forward_refined(source.clone(), target.clone(), affine_passes)?;
         let a = rows(out.theta_aff.into_tensor());
         let q = rows(out.theta_tps.into_tensor());
         aff_tps = Some(
@@ -219,7 +223,8 @@ fn predict(
         .collect())
 }
 
-/// Per-pair PCK (and the identity's) of each of `kinds` of `model` on `set`, one list per kind;
+/// Per-pair PCK (and the identity's) of each of `kinds` of `model` on `set`, one list per kind,
+/// the affine head run `affine_passes` times ([`TwoStage::forward_refined`]; 1 = the paper);
 /// `progress` is called after each batch with the number of pairs done, and stops the evaluation
 /// (`None`) when it breaks.
 #[allow(clippy::too_many_arguments)]
@@ -231,6 +236,7 @@ pub fn evaluate_pairs(
     alpha: f64,
     tps: &Tps,
     batch: usize,
+    affine_passes: usize,
     procedure: Procedure,
     progress: &mut dyn FnMut(usize) -> ControlFlow<()>,
 ) -> Result<Option<Vec<Vec<PairScore>>>> {
@@ -242,7 +248,10 @@ pub fn evaluate_pairs(
     for chunk in set.pairs.chunks(batch.max(1)) {
         let source = Tensor::cat(chunk.iter().map(|p| input(&p.source)).collect(), 0);
         let target = Tensor::cat(chunk.iter().map(|p| input(&p.target)).collect(), 0);
-        for (scores, predictions) in out.iter_mut().zip(predict(model, kinds, source, target)?) {
+        for (scores, predictions) in
+            out.iter_mut()
+                .zip(predict(model, kinds, source, target, affine_passes)?)
+        {
             for (p, pred) in chunk.iter().zip(&predictions) {
                 let (ss, ts) = (set.size(&p.source), set.size(&p.target));
                 scores.push(pair_pck(pred, p, ss, ts, procedure, alpha, tps)?);

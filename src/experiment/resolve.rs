@@ -139,6 +139,7 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
         ("checkpoint.every", exp.checkpoint.every),
         ("checkpoint.keep_last", exp.checkpoint.keep_last),
         ("log.every", exp.log.every),
+        ("eval.affine_passes", exp.eval.affine_passes),
     ] {
         if v == 0 {
             return Err(bad(file, key, format!("{v}: must be ≥ 1")));

@@ -398,6 +398,7 @@ fn pck(
         exp.eval.alpha,
         tps,
         8,
+        exp.eval.affine_passes,
         stop,
     )
 }

@@ -8,7 +8,7 @@ use burn::tensor::{DType, Device, Tensor};
 
 use super::theta::{AffineTheta, Theta};
 use super::transform::{Transform, batch_points};
-use crate::error::Result;
+use crate::error::{Result, check_arg};
 
 impl AffineTheta {
     /// The linear part `A` and translation `t` of θ.
@@ -22,6 +22,30 @@ impl AffineTheta {
             m.clone().slice([0..batch, 0..2, 0..2]),
             m.slice([0..batch, 0..2, 2..3]),
         )
+    }
+
+    /// `self ∘ inner`: the affine map `P ↦ self(inner(P))`, i.e. `A = A_self·A_inner`,
+    /// `t = A_self·t_inner + t_self`. Both map target → source, so when `inner` was predicted on
+    /// the source already warped by `self` (the target against `self`'s warp), the composition
+    /// maps the target to the original source: what affine refinement at inference accumulates
+    /// (see `TwoStage::infer`).
+    ///
+    /// # Shapes
+    /// - `self`, `inner`: `[batch, 6]`
+    /// - output: `[batch, 6]`
+    pub fn compose(&self, inner: &AffineTheta) -> Result<AffineTheta> {
+        let batch = self.batch();
+        check_arg(
+            inner.batch() == batch,
+            "AffineTheta::compose",
+            "inner",
+            || format!("batch {} where self has {batch}", inner.batch()),
+        )?;
+        let (a_outer, t_outer) = self.matrix_translation();
+        let (a_inner, t_inner) = inner.matrix_translation();
+        let a = a_outer.clone().matmul(a_inner); // [B, 2, 2]
+        let t = a_outer.matmul(t_inner) + t_outer; // [B, 2, 1]
+        AffineTheta::new(Tensor::cat(vec![a, t], 2).reshape([batch, 6]))
     }
 }
 

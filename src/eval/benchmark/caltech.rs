@@ -38,7 +38,14 @@ pub fn evaluate(
             polygon_mask(&p.source_polygon, src.height, src.width),
             polygon_mask(&p.target_polygon, th, tw),
         );
-        let locations = dense_locations(subject.model, subject.norm, &src, &tgt, &spline)?;
+        let locations = dense_locations(
+            subject.model,
+            subject.norm,
+            &src,
+            &tgt,
+            &spline,
+            options.affine_passes,
+        )?;
         for (k, locs) in locations.iter().enumerate() {
             let s = label_transfer(&ms, &mt, locs)?;
             for (j, value) in [Some(s.lt_acc), Some(s.iou), s.loc_err]
@@ -71,7 +78,7 @@ pub fn evaluate(
             serde_json::json!({"lt_acc": mean(k, 0), "iou": mean(k, 1), "loc_err": mean(k, 2)}),
         );
     }
-    let json = serde_json::json!({"dataset": "caltech-101", "pairs": pairs.len(), "protocol": {"resolution": "target's original", "threshold": 0.5, "tps_lambda": options.tps_lambda}, "scores": json});
+    let json = serde_json::json!({"dataset": "caltech-101", "pairs": pairs.len(), "protocol": {"resolution": "target's original", "threshold": 0.5, "tps_lambda": options.tps_lambda, "affine_passes": options.affine_passes}, "scores": json});
     Ok(Report {
         name: "caltech-101".into(),
         json,

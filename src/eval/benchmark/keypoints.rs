@@ -2,7 +2,6 @@
 //! predictions and of the identity, per class and overall.
 
 use super::{Benchmark, EvalOptions, Report, Subject, report};
-use crate::data::embedded::Split;
 use crate::data::pf::KeypointPair;
 use crate::error::Result;
 use crate::eval::keypoints::{PairScore, Procedure, evaluate_pairs};
@@ -55,7 +54,7 @@ pub fn evaluate(
     options: &EvalOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report> {
-    let set = benchmark.keypoint_set(&options.datasets, None, Split::Test)?;
+    let set = benchmark.keypoint_set(&options.datasets, None, options.split)?;
     let procedure = match benchmark {
         Benchmark::PfPascal => options.procedure,
         _ => Procedure::BoundingBox,
@@ -73,6 +72,7 @@ pub fn evaluate(
         options.alpha,
         &tps,
         8,
+        options.affine_passes,
         procedure,
         &mut |done| {
             progress(done, n);
@@ -91,7 +91,11 @@ pub fn evaluate(
     }
     results.insert("identity".into(), identity.unwrap_or_default());
     let per_pair = per_pair_rows(&set.pairs, &per_kind);
-    let name = benchmark.name();
+    // The embedded set's other splits get their own report file beside the test split's.
+    let name = match options.split {
+        crate::data::embedded::Split::Test => benchmark.name(),
+        split => format!("{}-{}", benchmark.name(), crate::choice::name(&split)),
+    };
     let json = serde_json::json!({
         "dataset": name,
         "checkpoint": subject.checkpoint.display().to_string(),
@@ -101,6 +105,7 @@ pub fn evaluate(
             "reference_length": reference,
             "network_resolution": subject.model.image_size,
             "tps_lambda": options.tps_lambda,
+            "affine_passes": options.affine_passes,
             "averaging": "mean over pairs of the per-pair fraction of correct keypoints",
         },
         "pairs": n,

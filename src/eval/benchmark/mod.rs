@@ -23,7 +23,7 @@ use super::keypoints::{KeypointSet, Procedure};
 use crate::backbone::Normalization;
 use crate::data::embedded::{EmbeddedDataset, Split};
 use crate::data::layout;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_arg};
 use crate::model::TwoStage;
 
 /// A benchmark by name (`"embedded"`, `"pf-willow"`, `"pf-pascal"`, `"tss"`, `"caltech-101"` in
@@ -109,6 +109,10 @@ pub struct EvalOptions {
     pub procedure: Procedure,
     /// TPS λ of point transfer and warps (reference eval.py: 0).
     pub tps_lambda: f64,
+    /// Passes of the affine head ([`TwoStage::forward_refined`]; 1 = the paper and reference).
+    pub affine_passes: usize,
+    /// The embedded benchmark's split (`Test` unless asked; the other benchmarks have one).
+    pub split: Split,
     /// The `datasets/` folder.
     pub datasets: PathBuf,
 }
@@ -136,9 +140,31 @@ pub fn evaluate(
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report> {
-    match benchmark {
+    check_arg(
+        options.split == Split::Test || benchmark == Benchmark::Embedded,
+        "eval",
+        "split",
+        || {
+            format!(
+                "{} has one split; only embedded has others",
+                benchmark.name()
+            )
+        },
+    )?;
+    let mut report = match benchmark {
         Benchmark::Tss => tss::evaluate(subject, options, out, progress),
         Benchmark::Caltech101 => caltech::evaluate(subject, options, progress),
         keypoint => keypoints::evaluate(subject, keypoint, options, progress),
+    }?;
+    report.name = stem(report.name, options);
+    Ok(report)
+}
+
+/// The file stem of a benchmark's report (and of TSS's flow folder): its name, followed by the
+/// number of affine passes when refined, so refined files never replace the paper's one-pass ones.
+fn stem(name: String, options: &EvalOptions) -> String {
+    match options.affine_passes {
+        1 => name,
+        n => format!("{name}-affine-passes-{n}"),
     }
 }

@@ -38,11 +38,17 @@ fn score(
                 src = crate::data::weak::flip_horizontal(&src);
             }
             let (th, tw) = (images[t].height, images[t].width);
-            let per_kind: Vec<Flow> =
-                dense_locations(subject.model, subject.norm, &src, &images[t], &spline)?
-                    .iter()
-                    .map(|locs| flow_from_locations(locs, (th, tw), (src.height, src.width)))
-                    .collect();
+            let per_kind: Vec<Flow> = dense_locations(
+                subject.model,
+                subject.norm,
+                &src,
+                &images[t],
+                &spline,
+                options.affine_passes,
+            )?
+            .iter()
+            .map(|locs| flow_from_locations(locs, (th, tw), (src.height, src.width)))
+            .collect();
             flows.push(per_kind);
         }
         let rel = pair
@@ -53,7 +59,10 @@ fn score(
         let gt = [read_flo(&pair.flow(1))?, read_flo(&pair.flow(2))?];
         let mut t5 = [0.0; 3];
         for (k, kind) in KINDS.iter().enumerate() {
-            let dir = out.join("tss").join(kind).join(&rel);
+            let dir = out
+                .join(super::stem("tss".into(), options))
+                .join(kind)
+                .join(&rel);
             write_flo(&dir.join("flow1.flo"), &flows[0][k])?;
             write_flo(&dir.join("flow2.flo"), &flows[1][k])?;
             let (a, b) = pair_scores(&flows[0][k], &flows[1][k], &gt[0], &gt[1]);
@@ -99,7 +108,7 @@ pub fn evaluate(
         all.len()
     );
     let overall = serde_json::json!({"pairs": all.len(), "aff": a, "aff_tps": b, "identity": i});
-    let json = serde_json::json!({"dataset": "tss", "overall": overall, "protocol": {"metric": "kit flow accuracy T5", "alpha": 0.05, "frame": "larger side of the other image's ground truth", "tps_lambda": options.tps_lambda}, "subsets": json});
+    let json = serde_json::json!({"dataset": "tss", "overall": overall, "protocol": {"metric": "kit flow accuracy T5", "alpha": 0.05, "frame": "larger side of the other image's ground truth", "tps_lambda": options.tps_lambda, "affine_passes": options.affine_passes}, "subsets": json});
     Ok(Report {
         name: "tss".into(),
         json,
