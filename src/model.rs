@@ -331,7 +331,7 @@ impl TwoStage {
         check_pair("TwoStage::forward", &source, &target, self.image_size)?;
         check_arg(
             affine_passes >= 1,
-            "TwoStage::forward",
+            "TwoStage::forward_refined",
             "affine_passes",
             || format!("{affine_passes}: at least one pass of the affine head is needed"),
         )?;

@@ -449,15 +449,21 @@ fn eval_and_align_use_a_checkpoint() {
     let trained = exp(dir.path(), &[]);
     assert!(trained.status.success(), "{}", text(&trained));
     let ckpt = checkpoint_root(dir.path());
-    // eval on the embedded test pairs: JSON + Markdown with the protocol beside the numbers.
+    // `weakalign eval ARGS --checkpoint <the run's> --out <out>`.
     let out = dir.path().join("eval");
-    let e = Command::new(binary())
-        .args(["eval", "--dataset", "embedded", "--checkpoint"])
-        .arg(&ckpt)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let eval = |args: &[&str]| {
+        Command::new(binary())
+            .arg("eval")
+            .args(args)
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    // eval on the embedded test pairs: JSON + Markdown with the protocol beside the numbers.
+    let e = eval(&["--dataset", "embedded"]);
     assert!(e.status.success(), "{}", text(&e));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("embedded.json")).unwrap()).unwrap();
@@ -492,14 +498,14 @@ fn eval_and_align_use_a_checkpoint() {
     );
     // Affine refinement on the validation split: a report of its own beside the one-pass test one.
     let before = std::fs::read(out.join("embedded.json")).unwrap();
-    let refined = Command::new(binary())
-        .args(["eval", "--dataset", "embedded", "--split", "validation"])
-        .args(["--affine-passes", "2", "--checkpoint"])
-        .arg(&ckpt)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let refined = eval(&[
+        "--dataset",
+        "embedded",
+        "--split",
+        "validation",
+        "--affine-passes",
+        "2",
+    ]);
     assert!(refined.status.success(), "{}", text(&refined));
     let file = out.join("embedded-validation-affine-passes-2.json");
     let report: serde_json::Value =
@@ -507,14 +513,7 @@ fn eval_and_align_use_a_checkpoint() {
     assert_eq!(report["protocol"]["affine_passes"], 2);
     assert_eq!(report["pairs"], 180);
     assert_eq!(std::fs::read(out.join("embedded.json")).unwrap(), before);
-    let wrong_split = Command::new(binary())
-        .args(["eval", "--dataset", "pf-willow", "--split", "validation"])
-        .arg("--checkpoint")
-        .arg(&ckpt)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let wrong_split = eval(&["--dataset", "pf-willow", "--split", "validation"]);
     let msg = text(&wrong_split);
     assert_eq!(wrong_split.status.code(), Some(1), "{msg}");
     assert!(
@@ -523,15 +522,8 @@ fn eval_and_align_use_a_checkpoint() {
     );
     // TSS: flows written as .flo at each target image's resolution, scored with the kit's metric.
     if root().join("datasets/tss-sample").is_dir() {
-        let t = Command::new(binary())
-            .args(["eval", "--dataset", "tss", "--datasets"])
-            .arg(root().join("datasets"))
-            .arg("--checkpoint")
-            .arg(&ckpt)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
+        let datasets = root().join("datasets");
+        let t = eval(&["--dataset", "tss", "--datasets", datasets.to_str().unwrap()]);
         assert!(t.status.success(), "{}", text(&t));
         let tss: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("tss.json")).unwrap()).unwrap();

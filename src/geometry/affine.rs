@@ -28,7 +28,7 @@ impl AffineTheta {
     /// `t = A_self·t_inner + t_self`. Both map target → source, so when `inner` was predicted on
     /// the source already warped by `self` (the target against `self`'s warp), the composition
     /// maps the target to the original source: what affine refinement at inference accumulates
-    /// (see `TwoStage::infer`).
+    /// (see `TwoStage::forward_refined`).
     ///
     /// # Shapes
     /// - `self`, `inner`: `[batch, 6]`

@@ -2,6 +2,7 @@
 //! predictions and of the identity, per class and overall.
 
 use super::{Benchmark, EvalOptions, Report, Subject, report};
+use crate::data::embedded::Split;
 use crate::data::pf::KeypointPair;
 use crate::error::Result;
 use crate::eval::keypoints::{PairScore, Procedure, evaluate_pairs};
@@ -93,7 +94,7 @@ pub fn evaluate(
     let per_pair = per_pair_rows(&set.pairs, &per_kind);
     // The embedded set's other splits get their own report file beside the test split's.
     let name = match options.split {
-        crate::data::embedded::Split::Test => benchmark.name(),
+        Split::Test => benchmark.name(),
         split => format!("{}-{}", benchmark.name(), crate::choice::name(&split)),
     };
     let json = serde_json::json!({
