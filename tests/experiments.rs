@@ -444,6 +444,53 @@ fn interrupted_by(signal: &str) {
 }
 
 #[test]
+fn eval_of_an_earlier_checkpoint_keeps_the_final_checkpoints_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = exp(dir.path(), &[]);
+    assert!(trained.status.success(), "{}", text(&trained));
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(checkpoint_root(dir.path()))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .collect();
+    steps.sort();
+    assert!(steps.len() >= 2, "{steps:?}");
+    let (earlier, last) = (&steps[0], steps.last().unwrap());
+    // `weakalign eval` without --out, from the folder holding runs/ (its default is relative).
+    let eval = |checkpoint: &Path| {
+        let out = Command::new(binary())
+            .args(["eval", "--dataset", "embedded", "--split", "validation"])
+            .arg("--checkpoint")
+            .arg(checkpoint)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let reports = run_dir(dir.path()).join("eval");
+    let report = "embedded-validation.json";
+    eval(last);
+    let final_report = std::fs::read(reports.join(report)).unwrap();
+    eval(earlier);
+    let step = earlier.file_name().unwrap();
+    let earlier_report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join(step).join(report)).unwrap())
+            .unwrap();
+    assert_eq!(earlier_report["pairs"], 180);
+    assert_eq!(
+        std::fs::read(reports.join(report)).unwrap(),
+        final_report,
+        "the final checkpoint's report is where compare reads it, unchanged"
+    );
+}
+
+#[test]
 fn eval_and_align_use_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let trained = exp(dir.path(), &[]);

@@ -48,7 +48,8 @@ pub struct EvalArgs {
     /// `datasets/` folder.
     #[arg(long, default_value = "datasets")]
     pub datasets: PathBuf,
-    /// Output folder (default: `runs/<experiment>/<hash>/eval`).
+    /// Output folder (default: `runs/<experiment>/<hash>/eval` for the run's final checkpoint,
+    /// `…/eval/step-N` for an earlier one).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a `make build-cuda` binary).
@@ -66,13 +67,7 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     for w in &trained.warnings {
         eprintln!("warning: {w}");
     }
-    let r = &trained.resolved;
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs")
-            .join(&r.experiment.name)
-            .join(&r.hash)
-            .join("eval")
-    });
+    let out = args.out.clone().unwrap_or_else(|| trained.eval_dir());
     let options = EvalOptions {
         alpha: args.alpha,
         procedure: args.procedure,

@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::{CONFIG, MODEL, latest_valid, verify};
+use super::checkpoint::{CONFIG, MODEL, latest_valid, step_dir, verify};
 use super::config::{Experiment, ModelSection};
 use super::resolve::{Resolved, resolve};
+use super::stage::plan;
 use burn::module::Module;
 
 use crate::backbone::BackboneKind;
@@ -23,6 +24,8 @@ pub struct Trained {
     pub resolved: Resolved,
     /// The checkpoint's step folder, or the official file.
     pub source: PathBuf,
+    /// Global steps the checkpoint had completed (`None` for the official file).
+    pub step: Option<u64>,
     /// Things the user should know (a skipped damaged checkpoint, unused keys).
     pub warnings: Vec<String>,
 }
@@ -35,6 +38,23 @@ impl Trained {
             norm: self.resolved.normalization(),
             checkpoint: &self.source,
             experiment: &self.resolved.experiment.name,
+        }
+    }
+
+    /// Where `weakalign eval` writes its reports unless told: `runs/<experiment>/<hash>/eval` for
+    /// the run's final checkpoint (and the official file), where `weakalign compare` reads them;
+    /// `…/eval/step-N` for an earlier checkpoint, so that evaluating one never replaces the
+    /// final checkpoint's reports.
+    pub fn eval_dir(&self) -> PathBuf {
+        let r = &self.resolved;
+        let dir = PathBuf::from("runs")
+            .join(&r.experiment.name)
+            .join(&r.hash)
+            .join("eval");
+        let last = plan(r).last().map_or(0, |s| s.end);
+        match self.step {
+            Some(step) if step != last => step_dir(&dir, step),
+            _ => dir,
         }
     }
 }
@@ -59,7 +79,8 @@ pub fn load_checkpoint(path: &Path, device: DeviceChoice) -> Result<Trained> {
     } else {
         return Err(bad("no such checkpoint (give a step-N folder, its model.bpk, or a run's checkpoint folder)".into()));
     };
-    verify(&dir).map_err(|why| bad(format!("invalid checkpoint {}: {why}", dir.display())))?;
+    let state =
+        verify(&dir).map_err(|why| bad(format!("invalid checkpoint {}: {why}", dir.display())))?;
     let config = dir.join(CONFIG);
     let resolved = resolve(&super::config::load(&config, &[])?, &config)?;
     let mut model = resolved.model.init_two_stage(&crate::device::inference())?;
@@ -68,6 +89,7 @@ pub fn load_checkpoint(path: &Path, device: DeviceChoice) -> Result<Trained> {
         model: model.to_device(&device),
         resolved,
         source: dir,
+        step: Some(state.step),
         warnings,
     })
 }
@@ -102,6 +124,7 @@ pub fn load_official(file: &Path, backbone: BackboneKind, device: DeviceChoice) 
         model: model.to_device(&device),
         resolved,
         source: file.to_path_buf(),
+        step: None,
         warnings,
     })
 }
