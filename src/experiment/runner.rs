@@ -26,7 +26,7 @@ use super::logger::{Logger, StepTiming};
 use super::resolve::Resolved;
 use super::run_dir::{RunDir, Status, environment, git_provenance};
 use super::sources::Sources;
-use super::stage::{StagePlan, configure, plan};
+use super::stage::{StagePlan, configure, plan, total_steps};
 use super::step::optimize;
 use crate::error::{Error, Result};
 use crate::eval::keypoints::{KeypointSet, PckResult, evaluate_unless};
@@ -294,7 +294,7 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     }
     run.set_status(Status::Running, start, None)?;
     let stages = plan(r);
-    let total = stages.last().map_or(0, |s| s.end);
+    let total = total_steps(&stages);
     let mut logger = Logger::open(&run, r, start, metrics_lines, total, &git)?;
 
     let mut reached = start;

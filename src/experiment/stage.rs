@@ -56,6 +56,11 @@ impl StagePlan {
     }
 }
 
+/// Global steps completed when the last stage of `stages` ends (0 for none): a finished run's step.
+pub fn total_steps(stages: &[StagePlan]) -> u64 {
+    stages.last().map_or(0, |s| s.end)
+}
+
 /// The stages of an experiment in order (a stage of 0 steps is left out; a strong stage only
 /// for a head the transform uses).
 pub fn plan(r: &Resolved) -> Vec<StagePlan> {

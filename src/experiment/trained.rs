@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::{CONFIG, MODEL, latest_valid, step_dir, verify};
-use super::config::{Experiment, ModelSection};
+use super::config::{Experiment, ModelSection, Roots};
 use super::resolve::{Resolved, resolve};
-use super::stage::plan;
+use super::runner::run_paths;
+use super::stage::{plan, total_steps};
 use burn::module::Module;
 
 use crate::backbone::BackboneKind;
@@ -46,14 +47,10 @@ impl Trained {
     /// `…/eval/step-N` for an earlier checkpoint, so that evaluating one never replaces the
     /// final checkpoint's reports.
     pub fn eval_dir(&self) -> PathBuf {
-        let r = &self.resolved;
-        let dir = PathBuf::from("runs")
-            .join(&r.experiment.name)
-            .join(&r.hash)
-            .join("eval");
-        let last = plan(r).last().map_or(0, |s| s.end);
+        let (run, _) = run_paths(&self.resolved, &Roots::default());
+        let dir = run.join("eval");
         match self.step {
-            Some(step) if step != last => step_dir(&dir, step),
+            Some(step) if step != total_steps(&plan(&self.resolved)) => step_dir(&dir, step),
             _ => dir,
         }
     }
