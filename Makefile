@@ -1,5 +1,5 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
-.PHONY: exp ablation test test-grad check fmt lint doc golden weights data datasets bench bench-conv bench-alternate kill-resume \
+.PHONY: exp ablation ablation-full check-overlap test test-grad check fmt lint doc golden weights data datasets bench bench-conv bench-alternate kill-resume \
 	build-cuda check-cuda test-cuda bench-gpu
 
 NAME ?= affine_tps_soft
@@ -24,6 +24,19 @@ exp: weights data
 ablation: weights data
 	cargo build --release
 	tools/sweep.sh experiments/ablation_caltech.toml
+
+# The same table at the winner's setup (experiments/ablation_caltech_narrow.toml: its base row is
+# affine_tps_soft_caltech_narrow.toml itself). ~2 hours a seed, ~6 hours on 2 CPU cores; stop it
+# with Ctrl-C and run it again to continue.
+ablation-full: weights data
+	cargo build --release
+	tools/sweep.sh experiments/ablation_caltech_narrow.toml
+
+# Issue 13's protocol check: no test image (PF-WILLOW, the TSS sample) is among the training images
+# (Caltech-101), up to resizing, mirroring and cropping; the self-test plants altered copies of
+# training images and fails unless it finds them. Needs python3 with numpy and Pillow; ~10 minutes.
+check-overlap: data
+	python3 tools/check_overlap.py --self-test
 
 # The CUDA build (no GPU needed to build; running needs the NVIDIA driver, libnvrtc on the
 # library path and CUDA_PATH, see README). Leaves a stripped, xz-compressed copy for a GPU machine.

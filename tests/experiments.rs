@@ -192,6 +192,15 @@ fn crash_and_resume_is_bit_exact_and_identical_state_gives_identical_checkpoint_
     let sb: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(rb.join("summary.json")).unwrap()).unwrap();
     assert_eq!(sa["test_pck"], sb["test_pck"]);
+    // Bit-reproducibility holds for a thread count, so the run records it, and the processor.
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ra.join("environment.json")).unwrap())
+            .unwrap();
+    assert!(env["threads"].as_u64().unwrap() >= 1, "{env}");
+    assert!(env.get("rayon_threads").is_some(), "{env}");
+    if cfg!(target_os = "linux") {
+        assert!(!env["cpu"].as_str().unwrap().is_empty(), "{env}");
+    }
     // A completed run is skipped on rerun.
     let again = exp(a.path(), &[]);
     assert!(
@@ -1206,40 +1215,50 @@ fn a_run_locked_on_another_node_counts_as_live_while_its_heartbeat_is_fresh() {
     assert!(text(&out).contains("(step 4)"), "{}", text(&out));
 }
 
-#[test]
-fn the_ablation_sweep_changes_one_knob_per_row_from_the_real_data_experiment() {
+/// Checks that `sweep` has 6 rows × 3 seeds, that its base row of seed s is `parent` with seed s and
+/// `schedule` (the overrides that size it) and nothing else, and that every other row changes one
+/// knob.
+fn assert_one_knob_per_row(sweep: &str, parent: &str, schedule: &[&str]) {
     use weakalign::experiment::sweep::cells;
-    let ablation = cells(&root().join("experiments/ablation_caltech.toml"), &[]).unwrap();
-    assert_eq!(ablation.len(), 18, "6 rows × 3 seeds");
-    let winner = root().join("experiments/affine_tps_soft_caltech.toml");
-    let base = resolve(&load(&winner, &[]).unwrap(), &winner).unwrap();
+    let ablation = cells(&root().join(sweep), &[]).unwrap();
+    assert_eq!(ablation.len(), 18, "{sweep}: 6 rows × 3 seeds");
+    let parent = root().join(parent);
+    let base = resolve(&load(&parent, &[]).unwrap(), &parent).unwrap();
     let rows: std::collections::BTreeSet<String> = ablation.iter().map(|c| c.label()).collect();
-    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert_eq!(rows.len(), 6, "{sweep}: {rows:?}");
     for cell in &ablation {
         let label = cell.label();
         if label.is_empty() {
-            // The base row of seed s is the real-data experiment with seed s at the CPU-sized
-            // schedule: nothing else differs.
-            let seeded = load(
-                &winner,
-                &[
-                    format!("seed={}", cell.resolved.experiment.seed),
-                    "strong.steps=250".into(),
-                    "weak.steps=150".into(),
-                    "eval.every=125".into(),
-                ],
-            )
-            .unwrap();
+            let mut overrides = vec![format!("seed={}", cell.resolved.experiment.seed)];
+            overrides.extend(schedule.iter().map(|s| s.to_string()));
+            let seeded = load(&parent, &overrides).unwrap();
             assert_eq!(
                 cell.resolved.hash,
                 seeded.hash(),
-                "base row differs from {winner:?}"
+                "{sweep}: base row differs from {parent:?} {schedule:?}"
             );
         } else {
-            assert!(!label.contains(", "), "one knob per row: {label}");
-            assert_ne!(cell.resolved.cell_hash, base.cell_hash, "{label}");
+            assert!(!label.contains(", "), "{sweep}: one knob per row: {label}");
+            assert_ne!(cell.resolved.cell_hash, base.cell_hash, "{sweep}: {label}");
         }
     }
+}
+
+#[test]
+fn the_ablation_sweeps_change_one_knob_per_row_from_their_parent() {
+    // The CPU-sized table: the first real-data experiment at a shorter schedule.
+    assert_one_knob_per_row(
+        "experiments/ablation_caltech.toml",
+        "experiments/affine_tps_soft_caltech.toml",
+        &["strong.steps=250", "weak.steps=150", "eval.every=125"],
+    );
+    // The table at the winner's setup: its base row is the winner itself, seed for seed (the
+    // same hashes, so a seed of the winner that already ran is the same run).
+    assert_one_knob_per_row(
+        "experiments/ablation_caltech_narrow.toml",
+        "experiments/affine_tps_soft_caltech_narrow.toml",
+        &[],
+    );
 }
 
 #[test]

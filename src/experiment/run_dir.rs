@@ -247,7 +247,10 @@ pub fn git_provenance() -> (String, String) {
     )
 }
 
-/// The environment a run executed in.
+/// The environment a run executed in. On the CPU a run is bit-reproducible for a given thread
+/// count (`rayon_threads`; unset means one per core, `threads`), not across thread counts: with
+/// one and with two threads the real-data run's gradient norms already differ in the eighth digit
+/// at step 5, and the difference grows over a run (experiments/README.md measures it).
 pub fn environment(device: crate::device::DeviceChoice) -> serde_json::Value {
     serde_json::json!({
         "weakalign": env!("CARGO_PKG_VERSION"),
@@ -259,7 +262,17 @@ pub fn environment(device: crate::device::DeviceChoice) -> serde_json::Value {
         "rayon_threads": std::env::var("RAYON_NUM_THREADS").ok(),
         "os": std::env::consts::OS,
         "arch": std::env::consts::ARCH,
+        "cpu": cpu_model(),
     })
+}
+
+/// The processor's name as Linux reports it (`model name` in /proc/cpuinfo); `None` elsewhere.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, name)| name.trim().to_string())
 }
 
 /// Appends metric records (one JSON object per line), fsynced in batches.
