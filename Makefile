@@ -26,7 +26,7 @@ ablation: weights data
 	tools/sweep.sh experiments/ablation_caltech.toml
 
 # The same table at the winner's setup (experiments/ablation_caltech_narrow.toml: its base row is
-# affine_tps_soft_caltech_narrow.toml itself). ~2 hours a seed, ~6 hours on 2 CPU cores; stop it
+# affine_tps_soft_caltech_narrow.toml itself). ~2.5 hours a seed, 7–8 hours on 2 CPU cores; stop it
 # with Ctrl-C and run it again to continue.
 ablation-full: weights data
 	cargo build --release
