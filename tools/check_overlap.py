@@ -214,8 +214,8 @@ def main():
         by_image.setdefault(n.replace(" (mirrored)", ""), []).append(r)
     images_by_name = dict(test)
     per_image = {}
-    for key, rows in by_image.items():
-        top = np.argsort(-scores[rows].max(0))[: a.candidates]
+    for key, mirror_rows in by_image.items():
+        top = np.argsort(-scores[mirror_rows].max(0))[: a.candidates]
         img = images_by_name[key]
         for j in top:
             other = load(os.path.join(train_root, train_names[j]))
@@ -230,6 +230,15 @@ def main():
         print(f"  {b:.4f}  {n}  ~  caltech-101/{t}")
     found = {k for k, (b, _, _) in per_image.items() if b >= a.threshold}
     real = sorted(k for k in found if not k.startswith("planted/"))
+    status = 0
+    if real:
+        print(f"{len(real)} near-duplicate(s) at or above {a.threshold}:")
+        for k in real:
+            b, n, t = per_image[k]
+            print(f"  {b:.4f}  {n}  ~  caltech-101/{t}")
+        status = 1
+    else:
+        print("no near-duplicate: no test image appears among the training images")
     if a.self_test:
         missed = [k for k in planted if k not in found]
         lowest = min(per_image[k][0] for k in planted)
@@ -240,14 +249,9 @@ def main():
             rank = int((scores[by_image[k]].max(0) > scores[by_image[k], sources[k]].max()).sum())
             print(f"  missed: {k} ({per_image[k][0]:.4f}; its source ranks {rank + 1} of "
                   f"{len(train_names)} by thumbnail, {a.candidates} are checked)")
-        return 1 if missed or real else 0
-    if real:
-        print(f"{len(real)} near-duplicate(s) at or above {a.threshold}:")
-        for k in real:
-            print(f"  {k}")
-        return 1
-    print("no near-duplicate: no test image appears among the training images")
-    return 0
+        if missed:
+            status = 1
+    return status
 
 
 if __name__ == "__main__":
