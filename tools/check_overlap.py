@@ -217,9 +217,10 @@ def main():
     for key, mirror_rows in by_image.items():
         top = np.argsort(-scores[mirror_rows].max(0))[: a.candidates]
         img = images_by_name[key]
+        both = ((False, img), (True, img.transpose(Image.FLIP_LEFT_RIGHT)))
         for j in top:
             other = load(os.path.join(train_root, train_names[j]))
-            for mirrored, im in ((False, img), (True, img.transpose(Image.FLIP_LEFT_RIGHT))):
+            for mirrored, im in both:
                 v = verify(im, other)
                 if key not in per_image or v > per_image[key][0]:
                     per_image[key] = (v, key + (" (mirrored)" if mirrored else ""), train_names[j])
