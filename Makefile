@@ -34,7 +34,7 @@ ablation-full: weights data
 
 # Issue 13's protocol check: no test image (PF-WILLOW, the TSS sample) is among the training images
 # (Caltech-101), up to resizing, mirroring and cropping; the self-test plants altered copies of
-# training images and fails unless it finds them. Needs python3 with numpy and Pillow; ~10 minutes.
+# training images and fails unless it finds them. Needs python3 with numpy and Pillow; ~5 minutes.
 check-overlap: data
 	python3 tools/check_overlap.py --self-test
 
