@@ -210,6 +210,107 @@ fn crash_and_resume_is_bit_exact_and_identical_state_gives_identical_checkpoint_
     );
 }
 
+/// `weakalign exp smoke.toml --root UNDER --set S...` with `RAYON_NUM_THREADS=threads` and `extra`
+/// arguments: the output, the run directory and the checkpoint folder.
+fn smoke_variant(
+    under: &Path,
+    set: &[&str],
+    threads: &str,
+    extra: &[&str],
+) -> (std::process::Output, PathBuf, PathBuf) {
+    let hash = load(
+        &smoke(),
+        &set.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    )
+    .unwrap()
+    .hash();
+    let mut cmd = Command::new(binary());
+    cmd.arg("exp").arg(smoke()).arg("--root").arg(under);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd
+        .args(extra)
+        .env("RAYON_NUM_THREADS", threads)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    (
+        out,
+        under.join("runs/smoke").join(&hash),
+        under.join("checkpoints").join(format!("smoke-{hash}")),
+    )
+}
+
+#[test]
+fn a_run_reusing_a_siblings_strong_stages_equals_one_that_trains_them() {
+    let (shared, alone) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The smoke run: strong stages end at step 6, the weak stage runs steps 7–9.
+    let (sibling, sibling_run, sibling_ckpt) = smoke_variant(shared.path(), &[], "1", &[]);
+    assert!(sibling.status.success(), "{}", text(&sibling));
+    assert!(
+        sibling_ckpt.join("step-00000006").is_dir(),
+        "the end of the strong stages is kept for reuse"
+    );
+    // Another weak learning rate: reuses the sibling's steps 1–6 ...
+    let faster = ["weak.lr=1e-3"];
+    let (reused, reused_run, reused_ckpt) =
+        smoke_variant(shared.path(), &faster, "1", &["--reuse-strong"]);
+    assert!(reused.status.success(), "{}", text(&reused));
+    assert!(
+        text(&reused).contains("reusing steps 1–6"),
+        "{}",
+        text(&reused)
+    );
+    let from: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reused_run.join("strong-stages-from.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(from["step"], 6);
+    assert_eq!(from["run"].as_str().unwrap(), sibling_run.to_str().unwrap());
+    // ... and gives the bits of training them, in another root.
+    let (trained, trained_run, trained_ckpt) = smoke_variant(alone.path(), &faster, "1", &[]);
+    assert!(trained.status.success(), "{}", text(&trained));
+    let metrics = |run: &Path| std::fs::read(run.join("metrics.jsonl")).unwrap();
+    assert!(!metrics(&trained_run).is_empty());
+    assert!(
+        metrics(&reused_run) == metrics(&trained_run),
+        "metrics.jsonl differs between the reused and the trained strong stages"
+    );
+    for f in [
+        "model.bpk",
+        "optimizer.bin",
+        "state.json",
+        "config.toml",
+        "environment.json",
+        "manifest.json",
+    ] {
+        let file = |ckpt: &Path| std::fs::read(ckpt.join("step-00000009").join(f)).unwrap();
+        assert!(
+            file(&reused_ckpt) == file(&trained_ckpt),
+            "{f} differs between the reused and the trained strong stages"
+        );
+    }
+    let pck = |run: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+    };
+    assert_eq!(pck(&reused_run)["test_pck"], pck(&trained_run)["test_pck"]);
+    // The weak stage did run with its own learning rate: the final weights are not the sibling's.
+    let last = |ckpt: &Path| parameter_bytes(&ckpt.join("step-00000009/model.bpk"));
+    assert!(last(&reused_ckpt) != last(&sibling_ckpt));
+    // Other strong stages, or another thread count, are trained, not reused.
+    for (set, threads) in [("strong.lr=5e-4", "1"), ("weak.lr=2e-3", "2")] {
+        let (out, run, _) = smoke_variant(shared.path(), &[set], threads, &["--reuse-strong"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("no sibling has a checkpoint"),
+            "{set}, {threads} thread(s): {}",
+            text(&out)
+        );
+        assert!(!run.join("strong-stages-from.json").exists());
+    }
+}
+
 #[test]
 fn corrupted_checkpoint_falls_back_and_changed_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();

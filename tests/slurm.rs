@@ -298,7 +298,14 @@ fn launcher_options_come_from_the_file_flags_override_them_and_the_hash_ignores_
     let out = exp(
         &with,
         dir.path(),
-        &["--launcher", "slurm", "--dry-run", "--time", "02:00:00"],
+        &[
+            "--launcher",
+            "slurm",
+            "--dry-run",
+            "--time",
+            "02:00:00",
+            "--reuse-strong",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     let script = std::fs::read_dir(dir.path().join("runs/launch_opts/slurm"))
@@ -314,7 +321,7 @@ fn launcher_options_come_from_the_file_flags_override_them_and_the_hash_ignores_
         "#SBATCH --array=0",
         "#SBATCH --requeue",
         "#SBATCH --signal=B:USR1@120",
-        "--cell \"$SLURM_ARRAY_TASK_ID\" --resume",
+        "--cell \"$SLURM_ARRAY_TASK_ID\" --resume --reuse-strong",
     ] {
         assert!(script.contains(line), "{line:?} missing from\n{script}");
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every cell of a sweep file on this machine, PARALLEL at a time (each with an equal share of
 # the cores: on 2 CPU cores two one-thread runs do ~25 % more steps per second than one two-thread
-# run), resuming cells that stopped and skipping those already complete; then evaluates each
+# run), resuming cells that stopped, skipping those already complete, and reusing a sibling's
+# identical strong stages (`weakalign exp --reuse-strong`); then evaluates each
 # completed cell's checkpoint on the TSS sample when `datasets/tss-sample` is there (the report
 # goes to runs/<experiment>/<hash>/eval/tss.json, where `weakalign compare` reads it) and prints
 # `weakalign compare` of the sweep.
@@ -33,9 +34,10 @@ echo "$name: $cells cells, $parallel at a time, $threads thread(s) each; logs in
 
 failed=0
 # --resume continues a stopped cell from its checkpoint, starts one that never ran, and returns
-# at once for one already complete.
+# at once for one already complete; --reuse-strong starts a cell that differs from a sibling only
+# in the weak stage from the sibling's checkpoint at the end of the strong stages, if it has one.
 seq 0 $((cells - 1)) | xargs -P "$parallel" -I{} sh -c \
-    "RAYON_NUM_THREADS=$threads '$bin' exp '$file' --cell {} --resume > '$logs/cell{}.log' 2>&1 \
+    "RAYON_NUM_THREADS=$threads '$bin' exp '$file' --cell {} --resume --reuse-strong > '$logs/cell{}.log' 2>&1 \
      || { echo \"cell {} failed (exit \$?): $logs/cell{}.log\" >&2; exit 1; }" || failed=1
 
 if [[ -d datasets/tss-sample ]]; then

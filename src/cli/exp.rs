@@ -29,6 +29,13 @@ pub struct ExpArgs {
     /// Accept a changed configuration on resume (the diff is recorded in the run).
     #[arg(long)]
     pub allow_config_change: bool,
+    /// A run without a checkpoint of its own starts from a sibling's checkpoint at the end of
+    /// the strong stages where their configurations differ only in the weak stage (weak.*,
+    /// the inlier count) and it was trained with this device and thread count: the same bits
+    /// as training them again, at the cost of the weak stage alone. The run records the
+    /// sibling in `strong-stages-from.json`.
+    #[arg(long)]
+    pub reuse_strong: bool,
     /// Print the resolved configuration and its hash, run nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -129,6 +136,7 @@ fn launch_slurm(args: &ExpArgs, cells: &[Cell], overrides: &[String]) -> Result<
         file: absolute(&args.file)?,
         root,
         overrides: overrides.to_vec(),
+        reuse_strong: args.reuse_strong,
         options,
     };
     let name = &cells[0].resolved.experiment.name;
@@ -255,6 +263,7 @@ pub fn run(args: ExpArgs) -> Result<i32> {
         interrupt: Some(interrupt_flag()),
         cell_label: String::new(),
         crash_after_step: args.crash_after_step,
+        reuse_strong: args.reuse_strong,
     };
     let outcome = run_cells(&cells, &opts, &mut report)?;
     if outcome.interrupted {

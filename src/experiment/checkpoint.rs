@@ -4,7 +4,8 @@
 //! A checkpoint is written into a temporary directory (every file fsynced), renamed into place,
 //! and only then gets its manifest; one without a manifest, or whose files do not match it, is
 //! invalid and skipped on resume with a message. Old checkpoints are deleted only after the new
-//! one is complete (last `keep_last` plus the best `keep_best` by validation PCK).
+//! one is complete (last `keep_last`, the best `keep_best` by validation PCK, and the one at the end
+//! of the strong stages: [`Retention`]).
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,9 @@ pub const OPTIMIZER: &str = "optimizer.bin";
 pub const STATE: &str = "state.json";
 /// The resolved experiment (architecture for `weakalign eval` / `align`).
 pub const CONFIG: &str = "config.toml";
+/// Where the checkpoint was trained: device, backend, thread counts (a run may reuse a sibling's
+/// checkpoint only from the same, see [`super::fork`]).
+pub const ENVIRONMENT: &str = "environment.json";
 /// Checksums, written last.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -88,7 +92,7 @@ pub fn save(
     std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
     // Every file of the checkpoint is covered, the configuration included.
     let mut manifest = serde_json::Map::new();
-    for f in [MODEL, OPTIMIZER, STATE, CONFIG] {
+    for f in [MODEL, OPTIMIZER, STATE, CONFIG, ENVIRONMENT] {
         let path = final_dir.join(f);
         if path.exists() {
             manifest.insert(f.into(), serde_json::Value::String(sha256(&path)?));
@@ -203,19 +207,32 @@ pub fn latest_valid(root: &Path, mut warn: impl FnMut(String)) -> Option<(PathBu
     None
 }
 
+/// Which checkpoints of a run are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest this many.
+    pub keep_last: usize,
+    /// The best this many by validation PCK.
+    pub keep_best: usize,
+    /// And the one at this step: the end of the strong stages, which sibling runs reuse
+    /// ([`super::fork`]).
+    pub pinned: Option<u64>,
+}
+
 /// Writes the checkpoint of a training run at `state.step`: the resolved configuration `config`
-/// (what `eval` and `align` rebuild the model from), the model record (of an inference copy)
-/// and the optimizer state; then keeps the newest `keep_last` and best `keep_best`.
+/// (what `eval` and `align` rebuild the model from), `environment` (where it was trained), the
+/// model record (of an inference copy) and the optimizer state; then applies `retention`.
 pub fn save_training(
     root: &Path,
     state: &TrainState,
-    config: &str,
+    (config, environment): (&str, &str),
     model: &crate::model::TwoStage,
     optim: &burn::optim::ModuleOptimizer,
-    (keep_last, keep_best): (usize, usize),
+    retention: Retention,
 ) -> Result<PathBuf> {
     let dir = save(root, state, |tmp| {
         write_atomic(&tmp.join(CONFIG), config.as_bytes())?;
+        write_atomic(&tmp.join(ENVIRONMENT), environment.as_bytes())?;
         crate::weights::save_record(model, &tmp.join(MODEL))?;
         let path = tmp.join(OPTIMIZER);
         optim.save(&path).map_err(|e| Error::Weights {
@@ -224,13 +241,18 @@ pub fn save_training(
         })?;
         super::param_ids::canonicalize(&tmp.join(MODEL), &path)
     })?;
-    retain(root, keep_last, keep_best, &dir)?;
+    retain(root, retention, &dir)?;
     Ok(dir)
 }
 
-/// Deletes checkpoints beyond the newest `keep_last` valid ones and the best `keep_best`
-/// (by PCK). Never deletes `keep` (the one just written).
-pub fn retain(root: &Path, keep_last: usize, keep_best: usize, keep: &Path) -> Result<()> {
+/// Deletes checkpoints beyond the newest `keep_last` valid ones, the best `keep_best` (by PCK)
+/// and the pinned one. Never deletes `keep` (the one just written).
+pub fn retain(root: &Path, retention: Retention, keep: &Path) -> Result<()> {
+    let Retention {
+        keep_last,
+        keep_best,
+        pinned,
+    } = retention;
     let valid: Vec<(PathBuf, TrainState)> = list(root)
         .into_iter()
         .filter_map(|d| verify(&d).ok().map(|s| (d, s)))
@@ -248,6 +270,12 @@ pub fn retain(root: &Path, keep_last: usize, keep_best: usize, keep: &Path) -> R
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     kept.extend(by_pck.iter().take(keep_best).map(|(d, _)| d));
+    kept.extend(
+        valid
+            .iter()
+            .filter(|(_, s)| Some(s.step) == pinned)
+            .map(|(d, _)| d),
+    );
     for (dir, _) in &valid {
         if !kept.contains(&dir) && dir != keep {
             std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;

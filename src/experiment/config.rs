@@ -618,6 +618,28 @@ impl Experiment {
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The hash of what the strong stages read: the configuration with the `[weak]` table and the
+    /// inlier-count keys of `[loss]` (`inlier`, `hard_radius`, `dilation`, `normalize`) at their
+    /// defaults. Two runs with the same value train the same strong stages, bit for bit on one
+    /// device with one thread count, whatever their weak stages ([`super::fork`]). Everything
+    /// else counts, even keys the strong stages may not read (`loss.compose_border`): a wrongly
+    /// unequal value costs a retraining, a wrongly equal one would be a wrong result.
+    pub fn strong_stages_hash(&self) -> String {
+        let defaults = LossSection::default();
+        Experiment {
+            weak: WeakSection::default(),
+            loss: LossSection {
+                inlier: defaults.inlier,
+                hard_radius: defaults.hard_radius,
+                dilation: defaults.dilation,
+                normalize: defaults.normalize,
+                ..self.loss.clone()
+            },
+            ..self.clone()
+        }
+        .hash()
+    }
+
     /// The hash ignoring the seed: runs that differ only in seed share it (a sweep cell).
     pub fn cell_hash(&self) -> String {
         Experiment {

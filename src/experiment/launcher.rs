@@ -33,6 +33,9 @@ pub struct SlurmJob {
     pub root: PathBuf,
     /// The `--set` overrides every task passes on.
     pub overrides: Vec<String>,
+    /// Tasks pass `--reuse-strong` on (a task whose sibling has finished identical strong
+    /// stages starts from their end).
+    pub reuse_strong: bool,
     /// Slurm options (flags over the file's `[launcher]`).
     pub options: LauncherSection,
 }
@@ -125,10 +128,15 @@ pub fn script(job: &SlurmJob, name: &str, indices: &[usize], logs: &Path) -> Str
         "export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-${RAYON_NUM_THREADS:-1}}\"".into(),
     );
     lines.push(format!(
-        "{} exp {} --root {} --cell \"$SLURM_ARRAY_TASK_ID\" --resume{sets} &",
+        "{} exp {} --root {} --cell \"$SLURM_ARRAY_TASK_ID\" --resume{reuse}{sets} &",
         quote(&job.binary.to_string_lossy()),
         quote(&job.file.to_string_lossy()),
         quote(&job.root.to_string_lossy()),
+        reuse = if job.reuse_strong {
+            " --reuse-strong"
+        } else {
+            ""
+        },
     ));
     lines.push("child=$!".into());
     lines.push(

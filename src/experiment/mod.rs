@@ -5,12 +5,14 @@
 //! (checked, typed [`resolve::Resolved`]) → [`runner`] (resume policy and the loop), which uses
 //! [`stage`] (what each stage trains; [`schedule`] its learning rate), [`sources`] (the batches),
 //! [`step`] (one optimisation step), [`logger`] (TensorBoard via [`tensorboard`],
-//! `metrics.jsonl`), [`checkpoint`] and [`run_dir`]. [`trained`] loads a finished model for
+//! `metrics.jsonl`), [`checkpoint`] and [`run_dir`]; [`fork`] starts a run from a sibling's
+//! identical strong stages. [`trained`] loads a finished model for
 //! `eval` and `align`; [`sweep`] expands and runs `[sweep]` files; [`compare`] tabulates runs.
 
 pub mod checkpoint;
 pub mod compare;
 pub mod config;
+pub mod fork;
 pub mod launcher;
 pub mod logger;
 pub mod param_ids;

@@ -9,7 +9,9 @@
 //! Every sample is a pure function of `(seed, epoch, index)` and the epoch order of
 //! `(seed, epoch)`, so the data position is a function of the step: a resume from a checkpoint at
 //! step `k` replays exactly the batches an uninterrupted run would see. Model records are saved
-//! from the inference copy (`valid()`), with the optimizer state and `state.json`.
+//! from the inference copy (`valid()`), with the optimizer state and `state.json`. The same
+//! makes a sibling's checkpoint at the end of identical strong stages a valid start
+//! (`--reuse-strong`, [`super::fork`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,11 +24,12 @@ use burn::tensor::Device;
 
 use super::checkpoint::{self, TrainState};
 use super::config::Roots;
+use super::fork;
 use super::logger::{Logger, StepTiming};
 use super::resolve::Resolved;
 use super::run_dir::{RunDir, Status, environment, git_provenance};
 use super::sources::Sources;
-use super::stage::{StagePlan, configure, plan, total_steps};
+use super::stage::{StagePlan, configure, plan, strong_end, total_steps};
 use super::step::optimize;
 use crate::error::{Error, Result};
 use crate::eval::keypoints::{KeypointSet, PckResult, evaluate_unless};
@@ -53,6 +56,9 @@ pub struct RunOptions {
     /// Test hook: abort the process (no cleanup, like a crash) right after this global step and
     /// its checkpoint, if any.
     pub crash_after_step: Option<u64>,
+    /// A run without a checkpoint of its own starts from a sibling's checkpoint at the end of
+    /// identical strong stages, where one exists ([`super::fork`]).
+    pub reuse_strong: bool,
 }
 
 impl RunOptions {
@@ -241,10 +247,9 @@ fn write_provenance(r: &Resolved, run: &RunDir) -> Result<(String, String)> {
     }
     let (commit, dirty) = git_provenance();
     run.write("git.txt", &format!("commit {commit}\n\n{dirty}"))?;
-    let env = environment(r.experiment.device);
     run.write(
         "environment.json",
-        &serde_json::to_string_pretty(&env).expect("JSON values serialize"),
+        &pretty(&environment(r.experiment.device)),
     )?;
     Ok((commit, dirty))
 }
@@ -281,7 +286,11 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     // Every dataset the run needs is found before anything is written.
     let sources = Sources::build(r, &opts.roots.datasets)?;
     let run = RunDir::open(run_path, ckpt_path)?;
-    let resume = resume_point(r, &run, opts)?;
+    let stages = plan(r);
+    let resume = match resume_point(r, &run, opts)? {
+        None if opts.reuse_strong => reuse_strong(r, &run, opts, &stages)?,
+        found => found,
+    };
     let (start, metrics_lines) = resume
         .as_ref()
         .map_or((0, 0), |(_, s)| (s.step, s.metrics_lines));
@@ -293,7 +302,6 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         )?;
     }
     run.set_status(Status::Running, start, None)?;
-    let stages = plan(r);
     let total = total_steps(&stages);
     let mut logger = Logger::open(&run, r, start, metrics_lines, total, &git)?;
 
@@ -318,6 +326,41 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     run.set_status(status, step, message)?;
     logger.finish(status)?;
     outcome
+}
+
+/// `--reuse-strong` for a run without a checkpoint: a sibling's checkpoint at the end of the
+/// strong stages, copied into this run, or `None` (the run trains from step 0).
+fn reuse_strong(
+    r: &Resolved,
+    run: &RunDir,
+    opts: &RunOptions,
+    stages: &[StagePlan],
+) -> Result<Option<(PathBuf, TrainState)>> {
+    let at = strong_end(stages);
+    if at == 0 {
+        return Ok(None);
+    }
+    let here = environment(r.experiment.device);
+    let Some(donor) = fork::find_donor(r, &opts.roots, at, &here) else {
+        eprintln!(
+            "{}: no sibling has a checkpoint of these strong stages (step {at}) trained with this \
+             device and thread count; training them",
+            run.path.display()
+        );
+        return Ok(None);
+    };
+    let adopted = fork::adopt(&donor, r, run, &pretty(&here))?;
+    eprintln!(
+        "{}: reusing steps 1–{at} (the strong stages) of {}: the same configuration apart from \
+         the weak stage, trained with this device and thread count",
+        run.path.display(),
+        donor.run.display()
+    );
+    Ok(Some(adopted))
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).expect("JSON values serialize")
 }
 
 /// The model to train on `device` and the state to train it from: a seeded initialization with
@@ -421,6 +464,12 @@ fn train(
     let (mut model, mut state, mut optimizer_file) = initial_state(r, resume, &opts.roots, device)?;
     let tps_loss = Tps::new(exp.loss.tps_lambda)?;
     let tps_eval = Tps::new(exp.eval.tps_lambda)?;
+    let environment = pretty(&environment(exp.device));
+    let retention = checkpoint::Retention {
+        keep_last: exp.checkpoint.keep_last,
+        keep_best: exp.checkpoint.keep_best,
+        pinned: Some(strong_end(stages)).filter(|&s| s > 0),
+    };
     for plan in stages {
         if state.step >= plan.end {
             continue;
@@ -475,15 +524,14 @@ fn train(
             if step.is_multiple_of(exp.checkpoint.every as u64) || stage_end || interrupted {
                 state.pck = pck_now;
                 state.metrics_lines = logger.sync()?;
-                let keep = (exp.checkpoint.keep_last, exp.checkpoint.keep_best);
                 let config = exp.to_toml();
                 checkpoint::save_training(
                     &run.checkpoints,
                     &state,
-                    &config,
+                    (&config, &environment),
                     &model.valid(),
                     &optim,
-                    keep,
+                    retention,
                 )?;
             }
             if opts.crash_after_step == Some(step) {

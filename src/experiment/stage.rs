@@ -61,6 +61,17 @@ pub fn total_steps(stages: &[StagePlan]) -> u64 {
     stages.last().map_or(0, |s| s.end)
 }
 
+/// Global steps completed when the strong stages end (0 when there are none): where the weak
+/// stage begins, and the checkpoint a sibling run may start from ([`super::fork`]).
+pub fn strong_end(stages: &[StagePlan]) -> u64 {
+    stages
+        .iter()
+        .filter(|s| s.stage != Stage::Weak)
+        .map(|s| s.end)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The stages of an experiment in order (a stage of 0 steps is left out; a strong stage only
 /// for a head the transform uses).
 pub fn plan(r: &Resolved) -> Vec<StagePlan> {

@@ -1,0 +1,171 @@
+//! Reusing a sibling's strong stages (`weakalign exp --reuse-strong`).
+//!
+//! Runs of one experiment that differ only in their weak stage (its steps, learning rate,
+//! trained blocks; the inlier count) train the same strong stages: equal
+//! [`Experiment::strong_stages_hash`](super::config::Experiment::strong_stages_hash), and, since
+//! training is bit-reproducible for a device and thread count, equal weights, optimizer state
+//! and logs at the end of the strong stages. Every run keeps its checkpoint at that step
+//! ([`super::checkpoint::Retention::pinned`]), with the environment it was trained in. A run
+//! that has no checkpoint of its own and finds such a sibling checkpoint, trained where this
+//! run trains, copies it (and the sibling's logs up to that step) and continues from there:
+//! the ablation rows "hard inlier count" and "strong stage only" then cost their weak stage
+//! alone. `strong-stages-from.json` in the run records where the copy came from.
+//!
+//! That the copy equals training from step 0 is tested (`tests/experiments.rs`: metrics and
+//! final checkpoint files byte for byte).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::checkpoint::{self, CONFIG, ENVIRONMENT, MODEL, OPTIMIZER, TrainState};
+use super::config::{Roots, parse};
+use super::resolve::Resolved;
+use super::run_dir::RunDir;
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+
+/// A sibling's checkpoint at the end of the strong stages that this run can start from.
+#[derive(Clone, Debug)]
+pub struct Donor {
+    /// The sibling's run directory.
+    pub run: PathBuf,
+    /// Its checkpoint at the end of the strong stages.
+    pub checkpoint: PathBuf,
+    /// That checkpoint's state.
+    pub state: TrainState,
+}
+
+/// The thread count that decides a CPU run's arithmetic: `RAYON_NUM_THREADS`, else the cores.
+fn threads(env: &Value) -> Option<u64> {
+    env["rayon_threads"]
+        .as_str()
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .or_else(|| env["threads"].as_u64())
+}
+
+/// Whether training in `a` and in `b` gives the same bits: the same device, backend, processor
+/// and thread count. (One-thread CPU runs were measured to agree across processors too; this
+/// asks more than that, which costs at worst a retraining.)
+pub fn same_arithmetic(a: &Value, b: &Value) -> bool {
+    ["device", "backend", "cpu"].iter().all(|k| a[k] == b[k]) && threads(a) == threads(b)
+}
+
+/// The sibling checkpoint at step `at` (the end of `r`'s strong stages) that `r` can start
+/// from: same experiment name, other hash, equal strong-stages hash, trained in an environment
+/// with `same_arithmetic` as `here`. The first by hash, for a deterministic choice.
+pub fn find_donor(r: &Resolved, roots: &Roots, at: u64, here: &Value) -> Option<Donor> {
+    let name = &r.experiment.name;
+    let want = r.experiment.strong_stages_hash();
+    let mut hashes: Vec<String> = std::fs::read_dir(roots.runs.join(name))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|h| *h != r.hash)
+        .collect();
+    hashes.sort();
+    hashes.into_iter().find_map(|hash| {
+        let dir = checkpoint::step_dir(&roots.checkpoints.join(format!("{name}-{hash}")), at);
+        let state = checkpoint::verify(&dir).ok()?;
+        let config_path = dir.join(CONFIG);
+        let text = std::fs::read_to_string(&config_path).ok()?;
+        let theirs = parse(&config_path, &text, &[]).ok()?;
+        let env: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(ENVIRONMENT)).ok()?).ok()?;
+        (state.step == at && theirs.strong_stages_hash() == want && same_arithmetic(&env, here))
+            .then(|| Donor {
+                run: roots.runs.join(name).join(&hash),
+                checkpoint: dir,
+                state,
+            })
+    })
+}
+
+/// Copies `donor` into `run`: its checkpoint (with this run's hash, configuration and
+/// environment) and its logs (`metrics.jsonl`, the `train/` and `valid/` event files; the
+/// logger drops what they hold after the donor's step). `run` has no checkpoint, so whatever
+/// logs it holds are of steps never saved, which a restart at step 0 would drop too: they are
+/// replaced. Returns this run's new checkpoint and state.
+pub fn adopt(
+    donor: &Donor,
+    r: &Resolved,
+    run: &RunDir,
+    environment: &str,
+) -> Result<(PathBuf, TrainState)> {
+    let state = TrainState {
+        config_hash: r.hash.clone(),
+        ..donor.state.clone()
+    };
+    let config = r.experiment.to_toml();
+    let dir = checkpoint::save(&run.checkpoints, &state, |tmp| {
+        for f in [MODEL, OPTIMIZER] {
+            let (from, to) = (donor.checkpoint.join(f), tmp.join(f));
+            std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+        }
+        write_atomic(&tmp.join(CONFIG), config.as_bytes())?;
+        write_atomic(&tmp.join(ENVIRONMENT), environment.as_bytes())
+    })?;
+    copy_file(
+        &donor.run.join("metrics.jsonl"),
+        &run.path.join("metrics.jsonl"),
+    )?;
+    for split in ["train", "valid"] {
+        replace_events(&donor.run.join(split), &run.path.join(split))?;
+    }
+    let record = serde_json::json!({
+        "run": donor.run,
+        "checkpoint": donor.checkpoint,
+        "step": donor.state.step,
+        "model_sha256": manifest_entry(&donor.checkpoint, MODEL),
+    });
+    run.write(
+        "strong-stages-from.json",
+        &serde_json::to_string_pretty(&record).expect("JSON values serialize"),
+    )?;
+    Ok((dir, state))
+}
+
+/// The checksum `dir`'s manifest records for `file`.
+fn manifest_entry(dir: &Path, file: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(checkpoint::MANIFEST)).ok()?;
+    let manifest: Value = serde_json::from_str(&text).ok()?;
+    manifest[file].as_str().map(str::to_string)
+}
+
+/// Copies `from` over `to` atomically (a missing `from` is an empty file).
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    let bytes = match std::fs::read(from) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(from, e)),
+    };
+    write_atomic(to, &bytes)
+}
+
+/// Replaces the TensorBoard event files in `to` by copies of those in `from`.
+fn replace_events(from: &Path, to: &Path) -> Result<()> {
+    let events = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name().is_some_and(|n| {
+                            n.to_string_lossy().starts_with("events.out.tfevents.")
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for old in events(to) {
+        std::fs::remove_file(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for file in events(from) {
+        let target = to.join(file.file_name().expect("a file name"));
+        copy_file(&file, &target)?;
+    }
+    Ok(())
+}
