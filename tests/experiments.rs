@@ -210,6 +210,42 @@ fn crash_and_resume_is_bit_exact_and_identical_state_gives_identical_checkpoint_
     );
 }
 
+#[test]
+fn the_strong_stages_hash_ignores_the_weak_stage_and_nothing_else() {
+    let hashes = |set: &str| {
+        let e = load(&smoke(), &[set.to_string()]).unwrap();
+        (e.hash(), e.strong_stages_hash())
+    };
+    let (hash, strong) = hashes("seed=1");
+    for weak_only in [
+        "weak.lr=1e-3",
+        "weak.steps=0",
+        "weak.flip=true",
+        "loss.inlier=hard",
+        "loss.hard_radius=2.0",
+        "loss.normalize=false",
+    ] {
+        let (h, s) = hashes(weak_only);
+        assert_ne!(h, hash, "{weak_only} changes the configuration");
+        assert_eq!(s, strong, "{weak_only} changes only the weak stage");
+    }
+    for shared in [
+        "seed=2",
+        "strong.lr=5e-4",
+        "strong.steps=4",
+        "model.transform=affine",
+        "model.normalize_matches=false",
+        "loss.tps_lambda=0.1",
+        "eval.every=3",
+    ] {
+        assert_ne!(
+            hashes(shared).1,
+            strong,
+            "{shared} changes the strong stages"
+        );
+    }
+}
+
 /// `weakalign exp smoke.toml --root UNDER --set S...` with `RAYON_NUM_THREADS=threads` and `extra`
 /// arguments: the output, the run directory and the checkpoint folder.
 fn smoke_variant(
