@@ -1450,6 +1450,44 @@ fn compare_tabulates_test_pck_and_the_weak_losss_inlier_score() {
 }
 
 #[test]
+fn a_cell_keeps_its_sweep_label_while_one_of_its_seeds_runs() {
+    use weakalign::experiment::compare::{RunInfo, cells};
+    let dir = tempfile::tempdir().unwrap();
+    let e = load(&smoke(), &[]).unwrap();
+    let running_dir = dir.path().join("running");
+    std::fs::create_dir_all(&running_dir).unwrap();
+    std::fs::write(running_dir.join("config.resolved.toml"), e.to_toml()).unwrap();
+    let done = RunInfo {
+        dir: dir.path().join("done"),
+        experiment: "smoke".into(),
+        status: "COMPLETED".into(),
+        step: 9,
+        summary: Some(serde_json::json!({
+            "cell_hash": e.cell_hash(), "cell_label": "loss.inlier=\"hard\"",
+            "seed": 1, "test_pck": 0.5, "test_identity_pck": 0.25,
+        })),
+    };
+    let running = RunInfo {
+        dir: running_dir,
+        experiment: "smoke".into(),
+        status: "RUNNING".into(),
+        step: 3,
+        summary: None,
+    };
+    for runs in [
+        [done.clone(), running.clone()],
+        [running.clone(), done.clone()],
+    ] {
+        let table = cells(&runs);
+        assert_eq!(table.len(), 1, "{table:?}");
+        let cell = &table[&e.cell_hash()];
+        assert_eq!(cell.name, "smoke [loss.inlier=\"hard\"]");
+        assert_eq!(cell.pck, vec![(1, 0.5)]);
+        assert_eq!(cell.missing.len(), 1, "{:?}", cell.missing);
+    }
+}
+
+#[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     // `weakalign exp F --dry-run | head -1`: the reader is gone before the listing is written.
     let mut child = Command::new(binary())

@@ -118,11 +118,12 @@ pub fn cells(runs: &[RunInfo]) -> BTreeMap<String, Cell> {
             .and_then(|s| s["cell_label"].as_str())
             .unwrap_or("")
             .to_string();
-        cell.name = if label.is_empty() {
-            r.experiment.clone()
-        } else {
-            format!("{} [{label}]", r.experiment)
-        };
+        // Only a completed run's summary has the label: one still running keeps the cell's.
+        if !label.is_empty() {
+            cell.name = format!("{} [{label}]", r.experiment);
+        } else if cell.name.is_empty() {
+            cell.name = r.experiment.clone();
+        }
         match &r.summary {
             Some(s) if r.status == "COMPLETED" => {
                 cell.pck.push((
