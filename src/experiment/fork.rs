@@ -22,6 +22,7 @@ use super::checkpoint::{self, CONFIG, ENVIRONMENT, MODEL, OPTIMIZER, TrainState}
 use super::config::{Roots, parse};
 use super::resolve::Resolved;
 use super::run_dir::RunDir;
+use super::tensorboard::event_files;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
@@ -145,25 +146,11 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
 
 /// Replaces the TensorBoard event files in `to` by copies of those in `from`.
 fn replace_events(from: &Path, to: &Path) -> Result<()> {
-    let events = |dir: &Path| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name().is_some_and(|n| {
-                            n.to_string_lossy().starts_with("events.out.tfevents.")
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    for old in events(to) {
+    for old in event_files(to) {
         std::fs::remove_file(&old).map_err(|e| Error::io(&old, e))?;
     }
     std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
-    for file in events(from) {
+    for file in event_files(from) {
         let target = to.join(file.file_name().expect("a file name"));
         copy_file(&file, &target)?;
     }

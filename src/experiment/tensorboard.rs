@@ -291,6 +291,21 @@ pub fn summary_steps(dir: &Path) -> Result<Vec<(String, u64)>> {
     Ok(out)
 }
 
+/// The TensorBoard event files (`events.out.tfevents.*`) in `dir`; none where it does not exist.
+pub fn event_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."))
+        })
+        .collect()
+}
+
 /// Before a writer (re)starts at `step` in `dir`: rewrites the event files already there without
 /// the events after `step` (what a crashed process logged past its last checkpoint, which the
 /// resumed run logs again) and without a torn final record. With `restated`, the events at `step`
@@ -298,17 +313,8 @@ pub fn summary_steps(dir: &Path) -> Result<Vec<(String, u64)>> {
 /// hyperparameters). So no reader shows a step twice after a resume, not only TensorBoard's,
 /// which purges on `SessionLog::START`. Returns how many events were removed.
 pub fn forget_after(dir: &Path, step: u64, restated: bool) -> Result<usize> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(0);
-    };
     let mut removed = 0;
-    for path in entries.flatten().map(|e| e.path()) {
-        let is_events = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."));
-        if !is_events {
-            continue;
-        }
+    for path in event_files(dir) {
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let all = records(&bytes);
         let kept: Vec<&[u8]> = all
