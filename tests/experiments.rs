@@ -304,6 +304,45 @@ fn a_run_reusing_a_siblings_strong_stages_equals_one_that_trains_them() {
     .unwrap();
     assert_eq!(from["step"], 6);
     assert_eq!(from["run"].as_str().unwrap(), sibling_run.to_str().unwrap());
+    // A run of another experiment (the file copied under another name) reuses them too: the
+    // name is not in the hash.
+    let lever = shared.path().join("smoke_lever.toml");
+    std::fs::copy(smoke(), &lever).unwrap();
+    let other = Command::new(binary())
+        .arg("exp")
+        .arg(&lever)
+        .arg("--root")
+        .arg(shared.path())
+        .args(["--set", "weak.lr=3e-3", "--reuse-strong"])
+        .env("RAYON_NUM_THREADS", "1")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(other.status.success(), "{}", text(&other));
+    assert!(
+        text(&other).contains("reusing steps 1–6"),
+        "{}",
+        text(&other)
+    );
+    let other_hash = load(&smoke(), &["weak.lr=3e-3".to_string()])
+        .unwrap()
+        .hash();
+    let other_from: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            shared
+                .path()
+                .join("runs/smoke_lever")
+                .join(other_hash)
+                .join("strong-stages-from.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        Path::new(other_from["run"].as_str().unwrap())
+            .starts_with(shared.path().join("runs/smoke")),
+        "{other_from}"
+    );
     // ... and gives the bits of training them, in another root.
     let (trained, trained_run, trained_ckpt) = smoke_variant(alone.path(), &faster, "1", &[]);
     assert!(trained.status.success(), "{}", text(&trained));
@@ -339,7 +378,7 @@ fn a_run_reusing_a_siblings_strong_stages_equals_one_that_trains_them() {
         let (out, run, _) = smoke_variant(shared.path(), &[set], threads, &["--reuse-strong"]);
         assert!(out.status.success(), "{}", text(&out));
         assert!(
-            text(&out).contains("no sibling has a checkpoint"),
+            text(&out).contains("no run has a checkpoint"),
             "{set}, {threads} thread(s): {}",
             text(&out)
         );

@@ -29,11 +29,12 @@ pub struct ExpArgs {
     /// Accept a changed configuration on resume (the diff is recorded in the run).
     #[arg(long)]
     pub allow_config_change: bool,
-    /// A run without a checkpoint of its own starts from a sibling's checkpoint at the end of
+    /// A run without a checkpoint of its own starts from another run's checkpoint at the end of
     /// the strong stages where their configurations differ only in the weak stage (weak.*,
     /// the inlier count) and it was trained with this device and thread count: the same bits
-    /// as training them again, at the cost of the weak stage alone. The run records the
-    /// sibling in `strong-stages-from.json`.
+    /// as training them again, at the cost of the weak stage alone. Runs of the same experiment
+    /// are asked first, then those of every other experiment under the runs root. The run
+    /// records the donor in `strong-stages-from.json`.
     #[arg(long)]
     pub reuse_strong: bool,
     /// Print the resolved configuration and its hash, run nothing.

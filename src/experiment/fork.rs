@@ -1,4 +1,4 @@
-//! Reusing a sibling's strong stages (`weakalign exp --reuse-strong`).
+//! Reusing another run's strong stages (`weakalign exp --reuse-strong`).
 //!
 //! Runs of one experiment that differ only in their weak stage (its steps, learning rate,
 //! trained blocks; the inlier count) train the same strong stages: equal
@@ -6,10 +6,13 @@
 //! training is bit-reproducible for a device and thread count, equal weights, optimizer state
 //! and logs at the end of the strong stages. Every run keeps its checkpoint at that step
 //! ([`super::checkpoint::Retention::pinned`]), with the environment it was trained in. A run
-//! that has no checkpoint of its own and finds such a sibling checkpoint, trained where this
-//! run trains, copies it (and the sibling's logs up to that step) and continues from there:
-//! the ablation rows "hard inlier count" and "strong stage only" then cost their weak stage
-//! alone. `strong-stages-from.json` in the run records where the copy came from.
+//! that has no checkpoint of its own and finds such a checkpoint, trained where this run
+//! trains, copies it (and the donor's logs up to that step) and continues from there: the
+//! ablation rows "hard inlier count" and "strong stage only" then cost their weak stage alone.
+//! The donor is a sibling (same experiment) if one qualifies, else a run of another experiment
+//! under the same runs root (the experiment's name is not in the hash): a sweep of weak-stage
+//! levers reuses what its parent's sweep trained. `strong-stages-from.json` in the run records
+//! where the copy came from.
 //!
 //! That the copy equals training from step 0 is tested (`tests/experiments.rs`: metrics and
 //! final checkpoint files byte for byte).
@@ -26,10 +29,10 @@ use super::tensorboard::event_files;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
-/// A sibling's checkpoint at the end of the strong stages that this run can start from.
+/// Another run's checkpoint at the end of the strong stages that this run can start from.
 #[derive(Clone, Debug)]
 pub struct Donor {
-    /// The sibling's run directory.
+    /// The donor's run directory.
     pub run: PathBuf,
     /// Its checkpoint at the end of the strong stages.
     pub checkpoint: PathBuf,
@@ -53,17 +56,44 @@ pub fn same_arithmetic(a: &Value, b: &Value) -> bool {
     ["device", "backend", "cpu"].iter().all(|k| a[k] == b[k]) && threads(a) == threads(b)
 }
 
-/// The sibling checkpoint at step `at` (the end of `r`'s strong stages) that `r` can start
-/// from: same experiment name, other hash, equal strong-stages hash, trained in an environment
-/// with `same_arithmetic` as `here`. The first by hash, for a deterministic choice.
+/// The checkpoint at step `at` (the end of `r`'s strong stages) that `r` can start from: another
+/// run with an equal strong-stages hash, trained in an environment with `same_arithmetic` as
+/// `here`. Siblings (runs of the same experiment) come first, then the runs of every other
+/// experiment under `roots.runs`, each set in hash order, for a deterministic choice: a new sweep
+/// of weak-stage levers reuses the strong stages its parent's sweep trained. The name is not in
+/// the hash, so this is as exact as a sibling's copy.
 pub fn find_donor(r: &Resolved, roots: &Roots, at: u64, here: &Value) -> Option<Donor> {
-    let name = &r.experiment.name;
     let want = r.experiment.strong_stages_hash();
+    let own = r.experiment.name.as_str();
+    let mut others: Vec<String> = std::fs::read_dir(&roots.runs)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    others.retain(|n| n != own);
+    others.sort();
+    std::iter::once(own.to_string())
+        .chain(others)
+        .find_map(|name| donor_in(&name, r, roots, at, &want, here))
+}
+
+/// The first run of experiment `name` (by hash, `r`'s own excluded) whose checkpoint at `at`
+/// verifies, has strong-stages hash `want` and was trained with `same_arithmetic` as `here`.
+fn donor_in(
+    name: &str,
+    r: &Resolved,
+    roots: &Roots,
+    at: u64,
+    want: &str,
+    here: &Value,
+) -> Option<Donor> {
     let mut hashes: Vec<String> = std::fs::read_dir(roots.runs.join(name))
         .ok()?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|h| *h != r.hash)
+        .filter(|h| !(name == r.experiment.name && *h == r.hash))
         .collect();
     hashes.sort();
     hashes.into_iter().find_map(|hash| {

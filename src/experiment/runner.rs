@@ -10,7 +10,7 @@
 //! `(seed, epoch)`, so the data position is a function of the step: a resume from a checkpoint at
 //! step `k` replays exactly the batches an uninterrupted run would see. Model records are saved
 //! from the inference copy (`valid()`), with the optimizer state and `state.json`. The same
-//! makes a sibling's checkpoint at the end of identical strong stages a valid start
+//! makes another run's checkpoint at the end of identical strong stages a valid start
 //! (`--reuse-strong`, [`super::fork`]).
 
 use std::path::{Path, PathBuf};
@@ -56,8 +56,8 @@ pub struct RunOptions {
     /// Test hook: abort the process (no cleanup, like a crash) right after this global step and
     /// its checkpoint, if any.
     pub crash_after_step: Option<u64>,
-    /// A run without a checkpoint of its own starts from a sibling's checkpoint at the end of
-    /// identical strong stages, where one exists ([`super::fork`]).
+    /// A run without a checkpoint of its own starts from another run's checkpoint at the end of
+    /// identical strong stages (a sibling's first), where one exists ([`super::fork`]).
     pub reuse_strong: bool,
 }
 
@@ -328,7 +328,7 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     outcome
 }
 
-/// `--reuse-strong` for a run without a checkpoint: a sibling's checkpoint at the end of the
+/// `--reuse-strong` for a run without a checkpoint: another run's checkpoint at the end of the
 /// strong stages, copied into this run, or `None` (the run trains from step 0).
 fn reuse_strong(
     r: &Resolved,
@@ -343,7 +343,7 @@ fn reuse_strong(
     let here = environment(r.experiment.device);
     let Some(donor) = fork::find_donor(r, &opts.roots, at, &here) else {
         eprintln!(
-            "{}: no sibling has a checkpoint of these strong stages (step {at}) trained with this \
+            "{}: no run has a checkpoint of these strong stages (step {at}) trained with this \
              device and thread count; training them",
             run.path.display()
         );
