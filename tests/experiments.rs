@@ -1435,6 +1435,24 @@ fn the_ablation_sweeps_change_one_knob_per_row_from_their_parent() {
         "experiments/affine_tps_soft_caltech_narrow.toml",
         &[],
     );
+    // The weak-stage levers at the winner's setup: the same base row, and every row trains the
+    // winner's strong stages (so `--reuse-strong` makes each cost its weak stage alone).
+    let (levers, winner) = (
+        "experiments/levers_weak_narrow.toml",
+        "experiments/affine_tps_soft_caltech_narrow.toml",
+    );
+    assert_one_knob_per_row(levers, winner, &[]);
+    for cell in weakalign::experiment::sweep::cells(&root().join(levers), &[]).unwrap() {
+        let seed = format!("seed={}", cell.resolved.experiment.seed);
+        assert_eq!(
+            cell.resolved.experiment.strong_stages_hash(),
+            load(&root().join(winner), &[seed])
+                .unwrap()
+                .strong_stages_hash(),
+            "{levers}: {} changes the strong stages",
+            cell.label()
+        );
+    }
 }
 
 #[test]
