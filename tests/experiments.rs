@@ -1559,3 +1559,43 @@ fn output_into_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn the_sweep_script_trains_shared_strong_stages_once_before_the_cells_that_reuse_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("smoke_levers.toml");
+    // Cells 0 and 1 share their strong stages, cell 2 has its own. Run side by side, cells 0
+    // and 1 would both train theirs; the script runs 0 and 2 first, then 1 from 0's checkpoint.
+    let sweep = "\n[sweep]\nvariant = [{}, { \"weak.lr\" = 1e-3 }, { \"strong.lr\" = 5e-4 }]\n";
+    std::fs::write(&file, std::fs::read_to_string(smoke()).unwrap() + sweep).unwrap();
+    let out = Command::new("bash")
+        .arg(root().join("tools/sweep.sh"))
+        .arg(&file)
+        .env("BIN", binary())
+        .env("PARALLEL", "2")
+        .env("THREADS", "1")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let log = |cell: usize| {
+        std::fs::read_to_string(
+            dir.path()
+                .join(format!("logs/sweep/smoke_levers/cell{cell}.log")),
+        )
+        .unwrap()
+    };
+    for trained in [0, 2] {
+        assert!(
+            log(trained).contains("no run has a checkpoint"),
+            "cell {trained}: {}",
+            log(trained)
+        );
+    }
+    assert!(log(1).contains("reusing steps 1–6"), "{}", log(1));
+    assert!(
+        text(&out).contains("smoke_levers [weak.lr=0.001]"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every cell of a sweep file on this machine, PARALLEL at a time (each with an equal share of
 # the cores: on 2 CPU cores two one-thread runs do ~25 % more steps per second than one two-thread
-# run), resuming cells that stopped, skipping those already complete, and reusing a sibling's
-# identical strong stages (`weakalign exp --reuse-strong`); then evaluates each
+# run), resuming cells that stopped, skipping those already complete, and reusing identical
+# strong stages (`weakalign exp --reuse-strong`: the cells that share them run after the first
+# that trains them); then evaluates each
 # completed cell's checkpoint on the TSS sample when `datasets/tss-sample` is there (the report
 # goes to runs/<experiment>/<hash>/eval/tss.json, where `weakalign compare` reads it) and prints
 # `weakalign compare` of the sweep.
@@ -22,7 +23,7 @@ name=$(basename "$file" .toml)
 logs=logs/sweep/$name
 mkdir -p "$logs"
 
-# One "# <name> — hash <h> (cell <c>) — <values>" line per cell.
+# One "# <name> — hash <h> (cell <c>, strong stages <s>) — <values>" line per cell.
 plan=$("$bin" exp "$file" --dry-run | grep "^# $name — hash ") || {
     echo "error: $file: cannot resolve the sweep (weakalign exp $file --dry-run)" >&2
     exit 1
@@ -32,13 +33,35 @@ threads=${THREADS:-$(( $(nproc) / parallel ))}
 (( threads >= 1 )) || threads=1
 echo "$name: $cells cells, $parallel at a time, $threads thread(s) each; logs in $logs/"
 
-failed=0
+# Two passes: first the first cell of each set of identical strong stages (equal strong-stages
+# hash), in file order; then the cells that can reuse those strong stages. In one pass, two cells
+# of a set that start side by side would both train them.
+leaders=() followers=()
+declare -A seen=()
+index=0
+while read -r line; do
+    strong=$(sed 's/.*, strong stages \([0-9a-f]*\)).*/\1/' <<< "$line")
+    if [[ -z ${seen[$strong]:-} ]]; then
+        seen[$strong]=1
+        leaders+=("$index")
+    else
+        followers+=("$index")
+    fi
+    index=$((index + 1))
+done <<< "$plan"
+
 # --resume continues a stopped cell from its checkpoint, starts one that never ran, and returns
-# at once for one already complete; --reuse-strong starts a cell that differs from a sibling only
-# in the weak stage from the sibling's checkpoint at the end of the strong stages, if it has one.
-seq 0 $((cells - 1)) | xargs -P "$parallel" -I{} sh -c \
-    "RAYON_NUM_THREADS=$threads '$bin' exp '$file' --cell {} --resume --reuse-strong > '$logs/cell{}.log' 2>&1 \
-     || { echo \"cell {} failed (exit \$?): $logs/cell{}.log\" >&2; exit 1; }" || failed=1
+# at once for one already complete; --reuse-strong starts a cell that differs from another run
+# only in the weak stage from that run's checkpoint at the end of the strong stages, if any.
+run_cells() {
+    (( $# )) || return 0
+    printf '%s\n' "$@" | xargs -P "$parallel" -I{} sh -c \
+        "RAYON_NUM_THREADS=$threads '$bin' exp '$file' --cell {} --resume --reuse-strong > '$logs/cell{}.log' 2>&1 \
+         || { echo \"cell {} failed (exit \$?): $logs/cell{}.log\" >&2; exit 1; }"
+}
+failed=0
+run_cells "${leaders[@]}" || failed=1
+run_cells "${followers[@]}" || failed=1
 
 if [[ -d datasets/tss-sample ]]; then
     for hash in $(printf '%s\n' "$plan" | sed 's/.* hash \([0-9a-f]*\) .*/\1/'); do

@@ -168,14 +168,17 @@ fn launch_slurm(args: &ExpArgs, cells: &[Cell], overrides: &[String]) -> Result<
     Ok(0)
 }
 
-/// The resolved configuration of each cell, as `--dry-run` prints it.
+/// The resolved configuration of each cell, as `--dry-run` prints it. The header line also
+/// names the strong-stages hash, which `tools/sweep.sh` reads to train each set of identical
+/// strong stages once before the cells that reuse them.
 fn print_cell(cell: &Cell) {
     let (r, axes) = (&cell.resolved, &cell.axes);
     println!(
-        "# {} — hash {} (cell {}){}",
+        "# {} — hash {} (cell {}, strong stages {}){}",
         r.experiment.name,
         r.hash,
         r.cell_hash,
+        r.experiment.strong_stages_hash(),
         if axes.is_empty() {
             String::new()
         } else {
