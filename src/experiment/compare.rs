@@ -184,16 +184,20 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// `mean ± std` of `values` (Markdown), `mean,std` (CSV), dashes when there are none.
+/// `mean ± std` of `values` (Markdown), `mean,std` (CSV), dashes when there are none. One value
+/// has no spread (a sample std needs two, and "± 0.0000" would read as a measured one): the
+/// value alone, and an empty CSV field.
 fn spread(values: &[f64], csv: bool) -> String {
-    match (values.is_empty(), csv) {
-        (true, true) => ",".into(),
-        (true, false) => "–".into(),
-        (false, true) => {
+    match (values, csv) {
+        ([], true) => ",".into(),
+        ([], false) => "–".into(),
+        ([v], true) => format!("{v:.4},"),
+        ([v], false) => format!("{v:.4}"),
+        (_, true) => {
             let (m, s) = mean_std(values);
             format!("{m:.4},{s:.4}")
         }
-        (false, false) => {
+        (_, false) => {
             let (m, s) = mean_std(values);
             format!("{m:.4} ± {s:.4}")
         }
@@ -250,4 +254,20 @@ pub fn table(cells: &BTreeMap<String, Cell>, csv: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn a_spread_needs_two_values() {
+        assert_eq!(spread(&[], false), "–");
+        assert_eq!(spread(&[], true), ",");
+        assert_eq!(spread(&[0.5], false), "0.5000");
+        assert_eq!(spread(&[0.5], true), "0.5000,");
+        // Sample std of 0.5 and 0.7: 0.1414.
+        assert_eq!(spread(&[0.5, 0.7], false), "0.6000 ± 0.1414");
+        assert_eq!(spread(&[0.5, 0.7], true), "0.6000,0.1414");
+    }
 }
