@@ -1394,14 +1394,14 @@ fn a_run_locked_on_another_node_counts_as_live_while_its_heartbeat_is_fresh() {
 /// Checks that `sweep` has 6 rows × 3 seeds, that its base row of seed s is `parent` with seed s and
 /// `schedule` (the overrides that size it) and nothing else, and that every other row changes one
 /// knob.
-fn assert_one_knob_per_row(sweep: &str, parent: &str, schedule: &[&str]) {
+fn assert_one_knob_per_row(sweep: &str, parent: &str, schedule: &[&str], rows: usize) {
     use weakalign::experiment::sweep::cells;
     let ablation = cells(&root().join(sweep), &[]).unwrap();
-    assert_eq!(ablation.len(), 18, "{sweep}: 6 rows × 3 seeds");
+    assert_eq!(ablation.len(), rows * 3, "{sweep}: {rows} rows × 3 seeds");
     let parent = root().join(parent);
     let base = resolve(&load(&parent, &[]).unwrap(), &parent).unwrap();
-    let rows: std::collections::BTreeSet<String> = ablation.iter().map(|c| c.label()).collect();
-    assert_eq!(rows.len(), 6, "{sweep}: {rows:?}");
+    let labels: std::collections::BTreeSet<String> = ablation.iter().map(|c| c.label()).collect();
+    assert_eq!(labels.len(), rows, "{sweep}: {labels:?}");
     for cell in &ablation {
         let label = cell.label();
         if label.is_empty() {
@@ -1427,6 +1427,7 @@ fn the_ablation_sweeps_change_one_knob_per_row_from_their_parent() {
         "experiments/ablation_caltech.toml",
         "experiments/affine_tps_soft_caltech.toml",
         &["strong.steps=250", "weak.steps=150", "eval.every=125"],
+        6,
     );
     // The table at the winner's setup: its base row is the winner itself, seed for seed (the
     // same hashes, so a seed of the winner that already ran is the same run).
@@ -1434,6 +1435,7 @@ fn the_ablation_sweeps_change_one_knob_per_row_from_their_parent() {
         "experiments/ablation_caltech_narrow.toml",
         "experiments/affine_tps_soft_caltech_narrow.toml",
         &[],
+        6,
     );
     // The weak-stage levers at the winner's setup: the same base row, and every row trains the
     // winner's strong stages (so `--reuse-strong` makes each cost its weak stage alone).
@@ -1441,7 +1443,7 @@ fn the_ablation_sweeps_change_one_knob_per_row_from_their_parent() {
         "experiments/levers_weak_narrow.toml",
         "experiments/affine_tps_soft_caltech_narrow.toml",
     );
-    assert_one_knob_per_row(levers, winner, &[]);
+    assert_one_knob_per_row(levers, winner, &[], 8);
     for cell in weakalign::experiment::sweep::cells(&root().join(levers), &[]).unwrap() {
         let seed = format!("seed={}", cell.resolved.experiment.seed);
         assert_eq!(
