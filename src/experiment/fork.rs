@@ -98,18 +98,21 @@ fn donor_in(
     hashes.sort();
     hashes.into_iter().find_map(|hash| {
         let dir = checkpoint::step_dir(&roots.checkpoints.join(format!("{name}-{hash}")), at);
-        let state = checkpoint::verify(&dir).ok()?;
         let config_path = dir.join(CONFIG);
         let text = std::fs::read_to_string(&config_path).ok()?;
         let theirs = parse(&config_path, &text, &[]).ok()?;
         let env: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join(ENVIRONMENT)).ok()?).ok()?;
-        (state.step == at && theirs.strong_stages_hash() == want && same_arithmetic(&env, here))
-            .then(|| Donor {
-                run: roots.runs.join(name).join(&hash),
-                checkpoint: dir,
-                state,
-            })
+        if theirs.strong_stages_hash() != want || !same_arithmetic(&env, here) {
+            return None;
+        }
+        // Checksums last: they read the whole checkpoint, which every run of the root may have.
+        let state = checkpoint::verify(&dir).ok()?;
+        (state.step == at).then(|| Donor {
+            run: roots.runs.join(name).join(&hash),
+            checkpoint: dir,
+            state,
+        })
     })
 }
 
