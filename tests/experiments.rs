@@ -1603,3 +1603,62 @@ fn the_sweep_script_trains_shared_strong_stages_once_before_the_cells_that_reuse
         text(&out)
     );
 }
+
+/// The float parameters of the model record at `path`: (the backbone's, the heads').
+fn backbone_and_heads(path: &Path) -> (Vec<f32>, Vec<f32>) {
+    struct Floats(Vec<f32>);
+    impl ModuleVisitor for Floats {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().iter::<f32>());
+        }
+    }
+    let exp = load(&smoke(), &[]).unwrap();
+    let r = resolve(&exp, &smoke()).unwrap();
+    let mut model = r
+        .model
+        .init_two_stage(&weakalign::device::inference())
+        .unwrap();
+    weakalign::weights::load_record(&mut model, path).unwrap();
+    let (mut backbone, mut heads) = (Floats(Vec::new()), Floats(Vec::new()));
+    model.backbone.visit(&mut backbone);
+    model.regression_aff.visit(&mut heads);
+    model.regression_tps.visit(&mut heads);
+    (backbone.0, heads.0)
+}
+
+#[test]
+fn the_backbone_trains_at_its_own_rate_where_one_is_set() {
+    // How far the weak stage (steps 7–9 of the smoke run) moves the backbone and the heads:
+    // the largest change of one parameter in each.
+    let moved = |set: &[&str]| -> (f32, f32) {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, _, ckpt) = smoke_variant(dir.path(), set, "1", &[]);
+        assert!(out.status.success(), "{set:?}: {}", text(&out));
+        let (b0, h0) = backbone_and_heads(&ckpt.join("step-00000006/model.bpk"));
+        let (b1, h1) = backbone_and_heads(&ckpt.join("step-00000009/model.bpk"));
+        let largest = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        (largest(&b0, &b1), largest(&h0, &h1))
+    };
+    let all = ["weak.backbone_trainable=\"all\"", "weak.lr=1e-3"];
+    let (backbone, heads) = moved(&all);
+    assert!(backbone > 1e-4 && heads > 1e-4, "{backbone} {heads}");
+    // At 1e-9 three Adam steps move a backbone parameter by a few 1e-9 at most (or one f32
+    // rounding step of it), while the heads still move at 1e-3.
+    let (backbone, heads) = moved(&[all[0], all[1], "weak.backbone_lr=1e-9"]);
+    assert!(backbone < 1e-6, "{backbone}");
+    assert!(heads > 1e-4, "{heads}");
+    // A rate for a frozen backbone is refused, naming the key; unset, it is not in the hash.
+    let frozen = load(&smoke(), &["weak.backbone_lr=1e-6".into()]).unwrap();
+    let e = resolve(&frozen, &smoke()).unwrap_err().to_string();
+    assert!(
+        e.contains("weak.backbone_lr") && e.contains("frozen"),
+        "{e}"
+    );
+    let unset = load(&smoke(), &[]).unwrap();
+    assert!(!unset.to_toml().contains("backbone_lr"));
+}

@@ -215,6 +215,12 @@ pub struct WeakSection {
     pub schedule: Schedule,
     /// Backbone parameters that train: `frozen`, `all`, or `last:N` blocks.
     pub backbone_trainable: Trainable,
+    /// Adam learning rate of the backbone's trainable blocks, on the stage's schedule like `lr`
+    /// (unset: `lr`, one rate for every parameter). The reference fine-tunes its whole ResNet-101
+    /// at its weak lr 5e-8; with heads at 1e-4 the blocks need a rate of their own. Left out of
+    /// the resolved file and the hash when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backbone_lr: Option<f64>,
     /// BatchNorm: `frozen` (running statistics, reference) or `train`.
     pub batch_norm: BatchNormMode,
     /// Caltech-101 weak pairs: crop each image at random as the reference's `ImagePairDataset`
@@ -245,6 +251,7 @@ impl Default for WeakSection {
             lr: 1e-5,
             schedule: Schedule::Constant,
             backbone_trainable: Trainable::Frozen,
+            backbone_lr: None,
             batch_norm: BatchNormMode::Frozen,
             random_crop: true,
             flip: false,
@@ -539,7 +546,7 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
         Err(_) => toml::Value::String(raw.trim().to_string()),
     };
     // Every key, including those the defaults leave out of files (`device`, `launcher`,
-    // `weak.random_crop`, `weak.flip`, `eval.affine_passes`).
+    // `weak.random_crop`, `weak.flip`, `weak.backbone_lr`, `eval.affine_passes`).
     let all_keys = Experiment {
         device: DeviceChoice::Cuda(0),
         launcher: LauncherSection {
@@ -552,6 +559,7 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
         weak: WeakSection {
             random_crop: false,
             flip: true,
+            backbone_lr: Some(0.0),
             ..WeakSection::default()
         },
         eval: EvalSection {

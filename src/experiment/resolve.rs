@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::config::{Experiment, InlierCount, TrainData};
-use crate::backbone::Normalization;
+use crate::backbone::{Normalization, Trainable};
 use crate::error::{Error, Result};
 use crate::loss::{InlierConfig, InlierKind};
 use crate::model::{ModelConfig, TransformKind};
@@ -145,8 +145,16 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
             return Err(bad(file, key, format!("{v}: must be ≥ 1")));
         }
     }
-    for (key, v) in [("strong.lr", exp.strong.lr), ("weak.lr", exp.weak.lr)] {
+    for (key, v) in learning_rates(exp) {
         rule::positive(v).map_err(|m| bad(file, key, m))?;
+    }
+    if exp.weak.backbone_lr.is_some() && exp.weak.backbone_trainable == Trainable::Frozen {
+        return Err(bad(
+            file,
+            "weak.backbone_lr",
+            "no backbone block trains (`weak.backbone_trainable = \"frozen\"`); set it to \"all\" \
+             or \"last:N\", or drop this key",
+        ));
     }
     rule::fraction(exp.eval.alpha).map_err(|m| bad(file, "eval.alpha", m))?;
     for (key, v) in [
@@ -193,6 +201,13 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The configuration's Adam learning rates, with their keys.
+fn learning_rates(exp: &Experiment) -> Vec<(&'static str, f64)> {
+    let mut rates = vec![("strong.lr", exp.strong.lr), ("weak.lr", exp.weak.lr)];
+    rates.extend(exp.weak.backbone_lr.map(|v| ("weak.backbone_lr", v)));
+    rates
+}
+
 /// Adam learning rates above this are far outside any useful range for these models (the
 /// paper: 1e-3 for the strong stages, 1e-5 or less for the weak one).
 const LR_WARNING: f64 = 0.1;
@@ -200,7 +215,7 @@ const LR_WARNING: f64 = 0.1;
 /// Valid values that are almost certainly mistakes: a run with them diverges (exit 3) or
 /// collapses to PCK 0, so the user hears about it before it starts.
 fn warnings(exp: &Experiment) -> Vec<String> {
-    [("strong.lr", exp.strong.lr), ("weak.lr", exp.weak.lr)]
+    learning_rates(exp)
         .into_iter()
         .filter(|(_, v)| *v > LR_WARNING)
         .map(|(key, v)| {

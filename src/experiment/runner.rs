@@ -492,6 +492,7 @@ fn train(
                 r,
                 &tps_loss,
                 lr,
+                plan.backbone_lr_at(state.step),
                 state.step + 1,
                 logger.due(state.step + 1, plan),
             )?;

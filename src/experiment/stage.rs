@@ -42,7 +42,9 @@ pub struct StagePlan {
     pub end: u64,
     /// Base learning rate.
     pub lr: f64,
-    /// Its schedule over the stage.
+    /// Base learning rate of the backbone's trainable blocks, where it differs from `lr`.
+    pub backbone_lr: Option<f64>,
+    /// Its schedule over the stage (both rates).
     pub schedule: Schedule,
     /// Pairs per batch.
     pub batch_size: usize,
@@ -53,6 +55,14 @@ impl StagePlan {
     pub fn lr_at(&self, step: u64) -> f64 {
         self.schedule
             .lr_at(self.lr, step - self.begin, self.end - self.begin)
+    }
+
+    /// The backbone's learning rate at that step, where it has its own.
+    pub fn backbone_lr_at(&self, step: u64) -> Option<f64> {
+        self.backbone_lr.map(|base| {
+            self.schedule
+                .lr_at(base, step - self.begin, self.end - self.begin)
+        })
     }
 }
 
@@ -79,9 +89,19 @@ pub fn plan(r: &Resolved) -> Vec<StagePlan> {
     let mut stages = Vec::new();
     let mut at = 0u64;
     let mut push = |stage: Stage, steps: usize| {
-        let (lr, schedule, batch_size) = match stage {
-            Stage::Weak => (exp.weak.lr, exp.weak.schedule, exp.weak.batch_size),
-            _ => (exp.strong.lr, exp.strong.schedule, exp.strong.batch_size),
+        let (lr, backbone_lr, schedule, batch_size) = match stage {
+            Stage::Weak => (
+                exp.weak.lr,
+                exp.weak.backbone_lr,
+                exp.weak.schedule,
+                exp.weak.batch_size,
+            ),
+            _ => (
+                exp.strong.lr,
+                None,
+                exp.strong.schedule,
+                exp.strong.batch_size,
+            ),
         };
         if steps > 0 {
             let end = at + steps as u64;
@@ -90,6 +110,7 @@ pub fn plan(r: &Resolved) -> Vec<StagePlan> {
                 begin: at,
                 end,
                 lr,
+                backbone_lr,
                 schedule,
                 batch_size,
             });

@@ -1,7 +1,9 @@
 //! One optimisation step: the stage's loss on a batch (grid loss for the strong stages, the
 //! WeakAlign objective for the weak one), backward, Adam.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
@@ -132,7 +134,18 @@ impl ModuleVisitor for GradNorm<'_> {
     }
 }
 
-/// One optimisation step of `stage` at learning rate `lr`; `step` (1-based) names it in a
+/// Learning rate `lr` for every parameter, except the backbone's, which get `backbone`.
+fn per_group(lr: f64, backbone: f64, model: &TwoStage) -> ModuleLearningRate {
+    ModuleLrScheduler::new(ConstantLr::from(lr))
+        .with_group(
+            ParamGroup::ids_from_module(model.backbone.clone()),
+            ConstantLr::from(backbone),
+        )
+        .step()
+}
+
+/// One optimisation step of `stage` at learning rate `lr` (the backbone's parameters at
+/// `backbone_lr` where that is set); `step` (1-based) names it in a
 /// divergence error. A non-finite loss is [`Error::Diverged`] and leaves the model untouched.
 /// With `measure`, the step also reads back the gradient norm and the inlier scores (for a
 /// logged step; each is a host read-back).
@@ -148,6 +161,7 @@ pub fn optimize(
     r: &Resolved,
     tps_loss: &Tps,
     lr: f64,
+    backbone_lr: Option<f64>,
     step: u64,
     measure: bool,
 ) -> Result<(TwoStage, StepRecord)> {
@@ -184,10 +198,13 @@ pub fn optimize(
         model.visit(&mut norm);
         norm.sum.sqrt()
     });
-    let model = if tracked {
-        optim.step(lr, model, grads)
-    } else {
-        model
+    let model = match (tracked, backbone_lr) {
+        (false, _) => model,
+        (true, None) => optim.step(lr, model, grads),
+        (true, Some(b)) => {
+            let rates = per_group(lr, b, &model);
+            optim.step(rates, model, grads)
+        }
     };
     Ok((
         model,
