@@ -126,6 +126,13 @@ fn parameter_bytes(path: &Path) -> Vec<u8> {
             self.0.extend(param.val().into_data().as_bytes());
         }
     }
+    let mut v = Bytes(Vec::new());
+    smoke_model(path).visit(&mut v);
+    v.0
+}
+
+/// The smoke experiment's model with the record at `path`.
+fn smoke_model(path: &Path) -> weakalign::model::TwoStage {
     let exp = load(&smoke(), &[]).unwrap();
     let r = resolve(&exp, &smoke()).unwrap();
     let mut model = r
@@ -133,9 +140,7 @@ fn parameter_bytes(path: &Path) -> Vec<u8> {
         .init_two_stage(&weakalign::device::inference())
         .unwrap();
     weakalign::weights::load_record(&mut model, path).unwrap();
-    let mut v = Bytes(Vec::new());
-    model.visit(&mut v);
-    v.0
+    model
 }
 
 #[test]
@@ -1612,13 +1617,7 @@ fn backbone_and_heads(path: &Path) -> (Vec<f32>, Vec<f32>) {
             self.0.extend(param.val().into_data().iter::<f32>());
         }
     }
-    let exp = load(&smoke(), &[]).unwrap();
-    let r = resolve(&exp, &smoke()).unwrap();
-    let mut model = r
-        .model
-        .init_two_stage(&weakalign::device::inference())
-        .unwrap();
-    weakalign::weights::load_record(&mut model, path).unwrap();
+    let model = smoke_model(path);
     let (mut backbone, mut heads) = (Floats(Vec::new()), Floats(Vec::new()));
     model.backbone.visit(&mut backbone);
     model.regression_aff.visit(&mut heads);
