@@ -259,14 +259,23 @@ fn smoke_variant(
     threads: &str,
     extra: &[&str],
 ) -> (std::process::Output, PathBuf, PathBuf) {
-    let hash = load(
-        &smoke(),
-        &set.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    )
-    .unwrap()
-    .hash();
+    variant(&smoke(), under, set, threads, extra)
+}
+
+/// [`smoke_variant`] of the experiment file `file` (its stem names the experiment).
+fn variant(
+    file: &Path,
+    under: &Path,
+    set: &[&str],
+    threads: &str,
+    extra: &[&str],
+) -> (std::process::Output, PathBuf, PathBuf) {
+    let name = file.file_stem().unwrap().to_string_lossy().to_string();
+    let hash = load(file, &set.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .hash();
     let mut cmd = Command::new(binary());
-    cmd.arg("exp").arg(smoke()).arg("--root").arg(under);
+    cmd.arg("exp").arg(file).arg("--root").arg(under);
     for s in set {
         cmd.args(["--set", s]);
     }
@@ -278,8 +287,8 @@ fn smoke_variant(
         .unwrap();
     (
         out,
-        under.join("runs/smoke").join(&hash),
-        under.join("checkpoints").join(format!("smoke-{hash}")),
+        under.join("runs").join(&name).join(&hash),
+        under.join("checkpoints").join(format!("{name}-{hash}")),
     )
 }
 
@@ -313,34 +322,21 @@ fn a_run_reusing_a_siblings_strong_stages_equals_one_that_trains_them() {
     // name is not in the hash.
     let lever = shared.path().join("smoke_lever.toml");
     std::fs::copy(smoke(), &lever).unwrap();
-    let other = Command::new(binary())
-        .arg("exp")
-        .arg(&lever)
-        .arg("--root")
-        .arg(shared.path())
-        .args(["--set", "weak.lr=3e-3", "--reuse-strong"])
-        .env("RAYON_NUM_THREADS", "1")
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let (other, other_run, _) = variant(
+        &lever,
+        shared.path(),
+        &["weak.lr=3e-3"],
+        "1",
+        &["--reuse-strong"],
+    );
     assert!(other.status.success(), "{}", text(&other));
     assert!(
         text(&other).contains("reusing steps 1–6"),
         "{}",
         text(&other)
     );
-    let other_hash = load(&smoke(), &["weak.lr=3e-3".to_string()])
-        .unwrap()
-        .hash();
     let other_from: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            shared
-                .path()
-                .join("runs/smoke_lever")
-                .join(other_hash)
-                .join("strong-stages-from.json"),
-        )
-        .unwrap(),
+        &std::fs::read_to_string(other_run.join("strong-stages-from.json")).unwrap(),
     )
     .unwrap();
     assert!(

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ParamGroup};
 use burn::optim::{AdamConfig, ModuleOptimizer};
 use burn::tensor::Device;
 
@@ -475,6 +475,7 @@ fn train(
             continue;
         }
         model = configure(model, plan.stage, r);
+        let backbone = ParamGroup::ids_from_module(model.backbone.clone());
         let mut optim = optimizer(optimizer_file.take().filter(|_| state.step > plan.begin))?;
         let mut batches = sources.batches(plan, state.step, device)?;
         logger.stage(plan.stage);
@@ -483,7 +484,7 @@ fn train(
             let batch = batches.next_batch()?;
             let data_s = waited.elapsed().as_secs_f64();
             let computed = Instant::now();
-            let lr = plan.lr_at(state.step);
+            let rates = plan.rates_at(state.step, &backbone);
             let (next, record) = optimize(
                 model,
                 &mut optim,
@@ -491,8 +492,7 @@ fn train(
                 &batch,
                 r,
                 &tps_loss,
-                lr,
-                plan.backbone_lr_at(state.step),
+                rates,
                 state.step + 1,
                 logger.due(state.step + 1, plan),
             )?;

@@ -2,7 +2,9 @@
 //! pre-training of one head on synthetic warps, grid loss, backbone frozen) and `weak` (the
 //! WeakAlign objective on image pairs), in that order on one global step counter.
 
-use burn::module::Module;
+use burn::module::{Module, ParamGroup};
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 
 use super::resolve::Resolved;
 use super::schedule::Schedule;
@@ -53,16 +55,29 @@ pub struct StagePlan {
 impl StagePlan {
     /// The learning rate of the step taken when `step` steps are complete.
     pub fn lr_at(&self, step: u64) -> f64 {
-        self.schedule
-            .lr_at(self.lr, step - self.begin, self.end - self.begin)
+        self.scheduled(self.lr, step)
     }
 
-    /// The backbone's learning rate at that step, where it has its own.
-    pub fn backbone_lr_at(&self, step: u64) -> Option<f64> {
-        self.backbone_lr.map(|base| {
-            self.schedule
-                .lr_at(base, step - self.begin, self.end - self.begin)
-        })
+    /// The learning rates of that step: `lr_at` for every parameter, except those of `backbone`
+    /// (the backbone's parameter group, built once per stage) where the stage gives the backbone
+    /// a rate of its own, on the same schedule.
+    pub fn rates_at(&self, step: u64, backbone: &ParamGroup) -> ModuleLearningRate {
+        let lr = self.lr_at(step);
+        match self.backbone_lr {
+            None => lr.into(),
+            Some(base) => ModuleLrScheduler::new(ConstantLr::from(lr))
+                .with_group(
+                    backbone.clone(),
+                    ConstantLr::from(self.scheduled(base, step)),
+                )
+                .step(),
+        }
+    }
+
+    /// `base` on the stage's schedule, at the step taken when `step` steps are complete.
+    fn scheduled(&self, base: f64, step: u64) -> f64 {
+        self.schedule
+            .lr_at(base, step - self.begin, self.end - self.begin)
     }
 }
 

@@ -1,9 +1,8 @@
 //! One optimisation step: the stage's loss on a batch (grid loss for the strong stages, the
 //! WeakAlign objective for the weak one), backward, Adam.
 
-use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
-use burn::optim::lr_scheduler::constant::ConstantLr;
-use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
@@ -134,18 +133,9 @@ impl ModuleVisitor for GradNorm<'_> {
     }
 }
 
-/// Learning rate `lr` for every parameter, except the backbone's, which get `backbone`.
-fn per_group(lr: f64, backbone: f64, model: &TwoStage) -> ModuleLearningRate {
-    ModuleLrScheduler::new(ConstantLr::from(lr))
-        .with_group(
-            ParamGroup::ids_from_module(model.backbone.clone()),
-            ConstantLr::from(backbone),
-        )
-        .step()
-}
-
-/// One optimisation step of `stage` at learning rate `lr` (the backbone's parameters at
-/// `backbone_lr` where that is set); `step` (1-based) names it in a
+/// One optimisation step of `stage` at learning rates `rates` (the stage's rate, logged as the
+/// step's, and the backbone's where it has its own: [`super::stage::StagePlan::rates_at`]);
+/// `step` (1-based) names it in a
 /// divergence error. A non-finite loss is [`Error::Diverged`] and leaves the model untouched.
 /// With `measure`, the step also reads back the gradient norm and the inlier scores (for a
 /// logged step; each is a host read-back).
@@ -160,8 +150,7 @@ pub fn optimize(
     batch: &PairBatch,
     r: &Resolved,
     tps_loss: &Tps,
-    lr: f64,
-    backbone_lr: Option<f64>,
+    rates: ModuleLearningRate,
     step: u64,
     measure: bool,
 ) -> Result<(TwoStage, StepRecord)> {
@@ -198,13 +187,11 @@ pub fn optimize(
         model.visit(&mut norm);
         norm.sum.sqrt()
     });
-    let model = match (tracked, backbone_lr) {
-        (false, _) => model,
-        (true, None) => optim.step(lr, model, grads),
-        (true, Some(b)) => {
-            let rates = per_group(lr, b, &model);
-            optim.step(rates, model, grads)
-        }
+    let lr = rates.base();
+    let model = if tracked {
+        optim.step(rates, model, grads)
+    } else {
+        model
     };
     Ok((
         model,
