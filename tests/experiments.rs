@@ -1392,9 +1392,10 @@ fn a_run_locked_on_another_node_counts_as_live_while_its_heartbeat_is_fresh() {
     assert!(text(&out).contains("(step 4)"), "{}", text(&out));
 }
 
-/// Checks that `sweep` has 6 rows × 3 seeds, that its base row of seed s is `parent` with seed s and
-/// `schedule` (the overrides that size it) and nothing else, and that every other row changes one
-/// knob.
+/// Checks that `sweep` has `rows` rows × 3 seeds, that its base row of seed s is `parent` with
+/// seed s and `schedule` (the overrides that size it) and nothing else, and that every other row
+/// changes one knob: one key, or keys of one stem (`strong.backbone_trainable` with
+/// `strong.backbone_lr`).
 fn assert_one_knob_per_row(sweep: &str, parent: &str, schedule: &[&str], rows: usize) {
     use weakalign::experiment::sweep::cells;
     let ablation = cells(&root().join(sweep), &[]).unwrap();
@@ -1415,7 +1416,16 @@ fn assert_one_knob_per_row(sweep: &str, parent: &str, schedule: &[&str], rows: u
                 "{sweep}: base row differs from {parent:?} {schedule:?}"
             );
         } else {
-            assert!(!label.contains(", "), "{sweep}: one knob per row: {label}");
+            let stems: std::collections::BTreeSet<&str> = label
+                .split(", ")
+                .map(|item| {
+                    let key = item.split('=').next().unwrap();
+                    let leaf = key.rfind('.').map_or(0, |i| i + 1);
+                    key.get(..key[leaf..].find('_').map_or(key.len(), |i| leaf + i))
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(stems.len(), 1, "{sweep}: one knob per row: {label}");
             assert_ne!(cell.resolved.cell_hash, base.cell_hash, "{sweep}: {label}");
         }
     }
@@ -1445,6 +1455,13 @@ fn the_ablation_sweeps_change_one_knob_per_row_from_their_parent() {
         "experiments/affine_tps_soft_caltech_narrow.toml",
     );
     assert_one_knob_per_row(levers, winner, &[], 8);
+    // The strong-stage levers, screened on the winner at the CPU-sized schedule.
+    assert_one_knob_per_row(
+        "experiments/levers_screen_narrow.toml",
+        winner,
+        &["strong.steps=250", "weak.steps=150", "eval.every=125"],
+        4,
+    );
     for cell in weakalign::experiment::sweep::cells(&root().join(levers), &[]).unwrap() {
         let seed = format!("seed={}", cell.resolved.experiment.seed);
         assert_eq!(
@@ -1619,6 +1636,71 @@ fn backbone_and_heads(path: &Path) -> (Vec<f32>, Vec<f32>) {
     model.regression_aff.visit(&mut heads);
     model.regression_tps.visit(&mut heads);
     (backbone.0, heads.0)
+}
+
+#[test]
+fn the_strong_stages_train_the_backbone_blocks_they_are_given() {
+    // The backbone after the strong stages (step 6 of the smoke run): frozen by default, the
+    // reference's; with `strong.backbone_trainable` its last block moves and nothing before it.
+    let backbone_after_strong = |set: &[&str]| -> (Vec<f32>, Vec<f32>) {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = [set, &["checkpoint.keep_last=10"]].concat();
+        let (out, _, ckpt) = smoke_variant(dir.path(), &keep, "1", &[]);
+        assert!(out.status.success(), "{set:?}: {}", text(&out));
+        let early = backbone_and_heads(&ckpt.join("step-00000002/model.bpk")).0;
+        let late = backbone_and_heads(&ckpt.join("step-00000006/model.bpk")).0;
+        (early, late)
+    };
+    let largest = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    // Steps 2 and 6 bracket four strong steps (one affine, three TPS).
+    let (early, frozen) = backbone_after_strong(&[]);
+    assert_eq!(
+        early, frozen,
+        "a frozen backbone changed in the strong stages"
+    );
+    let (_, last) = backbone_after_strong(&["strong.backbone_trainable=\"last:1\""]);
+    assert!(
+        largest(&frozen, &last) > 1e-4,
+        "{}",
+        largest(&frozen, &last)
+    );
+    // The stem (3 × 32 × 3 × 3 weights, visited first) is outside the last block: untouched.
+    assert_eq!(frozen[..864], last[..864]);
+    // At its own rate of 1e-9 the block stays within one f32 rounding step or so.
+    let (_, slow) = backbone_after_strong(&[
+        "strong.backbone_trainable=\"last:1\"",
+        "strong.backbone_lr=1e-9",
+    ]);
+    assert!(
+        largest(&frozen, &slow) < 1e-6,
+        "{}",
+        largest(&frozen, &slow)
+    );
+    // A rate for a frozen backbone is refused, naming the key; at their defaults neither key is
+    // in the resolved file (so the hashes of earlier runs stand).
+    let refused = load(&smoke(), &["strong.backbone_lr=1e-6".into()]).unwrap();
+    let e = resolve(&refused, &smoke()).unwrap_err().to_string();
+    assert!(
+        e.contains("strong.backbone_lr") && e.contains("frozen"),
+        "{e}"
+    );
+    let defaults = load(&smoke(), &[]).unwrap().to_toml();
+    let strong = defaults
+        .split("[strong]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(
+        strong.contains("tps_range") && !strong.contains("backbone"),
+        "{strong}"
+    );
 }
 
 #[test]

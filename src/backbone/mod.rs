@@ -112,7 +112,7 @@ impl BackboneKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Trainable {
-    /// None: the backbone is a fixed feature extractor (strong training).
+    /// None: the backbone is a fixed feature extractor (the reference's strong training).
     #[default]
     Frozen,
     /// The last `n` blocks (VGG: convolutions; ResNet: bottlenecks; EfficientNet: MBConv blocks).
@@ -131,6 +131,13 @@ pub enum BatchNormMode {
     Frozen,
     /// Batch statistics in training, running statistics updated.
     Train,
+}
+
+impl Trainable {
+    /// No backbone parameter trains.
+    pub fn is_frozen(&self) -> bool {
+        *self == Trainable::Frozen
+    }
 }
 
 impl TryFrom<String> for Trainable {

@@ -184,6 +184,18 @@ pub struct StrongSection {
     pub random_alpha: f64,
     /// TPS control-point jitter (reference 0.4).
     pub tps_range: f64,
+    /// Backbone parameters that train in the strong stages: `frozen` (the reference's CNNGeometric
+    /// training, and the default), `all`, or `last:N` blocks. A deliberate extension: training
+    /// the backbone on synthetic warps adapts its features to matching, at the risk of fitting the
+    /// synthetic pairs. BatchNorm keeps its running statistics either way. Left out of the
+    /// resolved file and the hash at its default, so the hashes of runs from before this key did
+    /// not change.
+    #[serde(skip_serializing_if = "Trainable::is_frozen")]
+    pub backbone_trainable: Trainable,
+    /// Adam learning rate of those blocks, on the stage's schedule (unset: `lr`). Left out of the
+    /// resolved file and the hash when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backbone_lr: Option<f64>,
 }
 
 impl Default for StrongSection {
@@ -197,6 +209,8 @@ impl Default for StrongSection {
             random_s: 0.5,
             random_alpha: 1.0 / 6.0,
             tps_range: 0.4,
+            backbone_trainable: Trainable::Frozen,
+            backbone_lr: None,
         }
     }
 }
@@ -546,7 +560,8 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
         Err(_) => toml::Value::String(raw.trim().to_string()),
     };
     // Every key, including those the defaults leave out of files (`device`, `launcher`,
-    // `weak.random_crop`, `weak.flip`, `weak.backbone_lr`, `eval.affine_passes`).
+    // `strong.backbone_trainable`, `strong.backbone_lr`, `weak.random_crop`, `weak.flip`,
+    // `weak.backbone_lr`, `eval.affine_passes`).
     let all_keys = Experiment {
         device: DeviceChoice::Cuda(0),
         launcher: LauncherSection {
@@ -555,6 +570,11 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
             cpus_per_task: Some(0),
             time: Some(String::new()),
             max_parallel: Some(0),
+        },
+        strong: StrongSection {
+            backbone_trainable: Trainable::All,
+            backbone_lr: Some(0.0),
+            ..StrongSection::default()
         },
         weak: WeakSection {
             random_crop: false,

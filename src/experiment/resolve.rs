@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::config::{Experiment, InlierCount, TrainData};
-use crate::backbone::{Normalization, Trainable};
+use crate::backbone::Normalization;
 use crate::error::{Error, Result};
 use crate::loss::{InlierConfig, InlierKind};
 use crate::model::{ModelConfig, TransformKind};
@@ -148,13 +148,24 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
     for (key, v) in learning_rates(exp) {
         rule::positive(v).map_err(|m| bad(file, key, m))?;
     }
-    if exp.weak.backbone_lr.is_some() && exp.weak.backbone_trainable == Trainable::Frozen {
-        return Err(bad(
-            file,
-            "weak.backbone_lr",
-            "no backbone block trains (`weak.backbone_trainable = \"frozen\"`); set it to \"all\" \
-             or \"last:N\", or drop this key",
-        ));
+    for (stage, backbone_lr, trainable) in [
+        (
+            "strong",
+            exp.strong.backbone_lr,
+            exp.strong.backbone_trainable,
+        ),
+        ("weak", exp.weak.backbone_lr, exp.weak.backbone_trainable),
+    ] {
+        if backbone_lr.is_some() && trainable.is_frozen() {
+            return Err(bad(
+                file,
+                &format!("{stage}.backbone_lr"),
+                format!(
+                    "no backbone block trains (`{stage}.backbone_trainable = \"frozen\"`); set it \
+                     to \"all\" or \"last:N\", or drop this key"
+                ),
+            ));
+        }
     }
     rule::fraction(exp.eval.alpha).map_err(|m| bad(file, "eval.alpha", m))?;
     for (key, v) in [
@@ -204,6 +215,7 @@ fn check_ranges(exp: &Experiment, file: &Path) -> Result<()> {
 /// The configuration's Adam learning rates, with their keys.
 fn learning_rates(exp: &Experiment) -> Vec<(&'static str, f64)> {
     let mut rates = vec![("strong.lr", exp.strong.lr), ("weak.lr", exp.weak.lr)];
+    rates.extend(exp.strong.backbone_lr.map(|v| ("strong.backbone_lr", v)));
     rates.extend(exp.weak.backbone_lr.map(|v| ("weak.backbone_lr", v)));
     rates
 }

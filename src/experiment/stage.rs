@@ -8,7 +8,7 @@ use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleL
 
 use super::resolve::Resolved;
 use super::schedule::Schedule;
-use crate::backbone::{BatchNormMode, Trainable};
+use crate::backbone::BatchNormMode;
 use crate::model::{TransformKind, TwoStage};
 
 /// A training stage.
@@ -113,7 +113,7 @@ pub fn plan(r: &Resolved) -> Vec<StagePlan> {
             ),
             _ => (
                 exp.strong.lr,
-                None,
+                exp.strong.backbone_lr,
                 exp.strong.schedule,
                 exp.strong.batch_size,
             ),
@@ -147,11 +147,13 @@ pub fn configure(model: TwoStage, stage: Stage, r: &Resolved) -> TwoStage {
     let mut m = model;
     match stage {
         Stage::StrongAffine | Stage::StrongTps => {
-            // The reference: feature extractor frozen and in eval mode; the trained head's BN in
-            // train mode.
-            m.backbone = m
-                .backbone
-                .configure(BatchNormMode::Frozen, Trainable::Frozen);
+            // The reference: feature extractor frozen and in eval mode (`strong.backbone_trainable`
+            // may train some of it, BN statistics still frozen); the trained head's BN in train
+            // mode.
+            m.backbone = m.backbone.configure(
+                BatchNormMode::Frozen,
+                r.experiment.strong.backbone_trainable,
+            );
             let train_aff = stage == Stage::StrongAffine;
             m.regression_aff = m.regression_aff.set_require_grad(train_aff);
             m.regression_tps = m.regression_tps.set_require_grad(!train_aff);
