@@ -238,6 +238,7 @@ fn the_strong_stages_hash_ignores_the_weak_stage_and_nothing_else() {
         "seed=2",
         "strong.lr=5e-4",
         "strong.steps=4",
+        "strong.backbone_trainable=all",
         "model.transform=affine",
         "model.normalize_matches=false",
         "loss.tps_lambda=0.1",
