@@ -1,5 +1,6 @@
 //! The stages of a run and what each trains: `strong_affine` and `strong_tps` (CNNGeometric
-//! pre-training of one head on synthetic warps, grid loss, backbone frozen) and `weak` (the
+//! pre-training of one head on synthetic warps, grid loss, backbone frozen as the reference's
+//! unless `strong.backbone_trainable` says otherwise) and `weak` (the
 //! WeakAlign objective on image pairs), in that order on one global step counter.
 
 use burn::module::{Module, ParamGroup};
