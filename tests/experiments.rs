@@ -1417,14 +1417,10 @@ fn assert_one_knob_per_row(sweep: &str, parent: &str, schedule: &[&str], rows: u
                 "{sweep}: base row differs from {parent:?} {schedule:?}"
             );
         } else {
+            // A key's stem ends at its first `_` (no section name has one): `strong.backbone`.
             let stems: std::collections::BTreeSet<&str> = label
                 .split(", ")
-                .map(|item| {
-                    let key = item.split('=').next().unwrap();
-                    let leaf = key.rfind('.').map_or(0, |i| i + 1);
-                    key.get(..key[leaf..].find('_').map_or(key.len(), |i| leaf + i))
-                        .unwrap()
-                })
+                .map(|item| item.split(['=', '_']).next().unwrap())
                 .collect();
             assert_eq!(stems.len(), 1, "{sweep}: one knob per row: {label}");
             assert_ne!(cell.resolved.cell_hash, base.cell_hash, "{sweep}: {label}");
@@ -1623,6 +1619,14 @@ fn the_sweep_script_trains_shared_strong_stages_once_before_the_cells_that_reuse
     );
 }
 
+/// The largest change of one parameter between two parameter lists.
+fn largest_change(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// The float parameters of the model record at `path`: (the backbone's, the heads').
 fn backbone_and_heads(path: &Path) -> (Vec<f32>, Vec<f32>) {
     struct Floats(Vec<f32>);
@@ -1652,12 +1656,6 @@ fn the_strong_stages_train_the_backbone_blocks_they_are_given() {
         let late = backbone_and_heads(&ckpt.join("step-00000006/model.bpk")).0;
         (early, late)
     };
-    let largest = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    };
     // Steps 2 and 6 bracket four strong steps (one affine, three TPS).
     let (early, frozen) = backbone_after_strong(&[]);
     assert_eq!(
@@ -1666,9 +1664,9 @@ fn the_strong_stages_train_the_backbone_blocks_they_are_given() {
     );
     let (_, last) = backbone_after_strong(&["strong.backbone_trainable=\"last:1\""]);
     assert!(
-        largest(&frozen, &last) > 1e-4,
+        largest_change(&frozen, &last) > 1e-4,
         "{}",
-        largest(&frozen, &last)
+        largest_change(&frozen, &last)
     );
     // The stem (3 × 32 × 3 × 3 weights, visited first) is outside the last block: untouched.
     assert_eq!(frozen[..864], last[..864]);
@@ -1678,9 +1676,9 @@ fn the_strong_stages_train_the_backbone_blocks_they_are_given() {
         "strong.backbone_lr=1e-9",
     ]);
     assert!(
-        largest(&frozen, &slow) < 1e-6,
+        largest_change(&frozen, &slow) < 1e-6,
         "{}",
-        largest(&frozen, &slow)
+        largest_change(&frozen, &slow)
     );
     // A rate for a frozen backbone is refused, naming the key; at their defaults neither key is
     // in the resolved file (so the hashes of earlier runs stand).
@@ -1714,13 +1712,7 @@ fn the_backbone_trains_at_its_own_rate_where_one_is_set() {
         assert!(out.status.success(), "{set:?}: {}", text(&out));
         let (b0, h0) = backbone_and_heads(&ckpt.join("step-00000006/model.bpk"));
         let (b1, h1) = backbone_and_heads(&ckpt.join("step-00000009/model.bpk"));
-        let largest = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max)
-        };
-        (largest(&b0, &b1), largest(&h0, &h1))
+        (largest_change(&b0, &b1), largest_change(&h0, &h1))
     };
     let all = ["weak.backbone_trainable=\"all\"", "weak.lr=1e-3"];
     let (backbone, heads) = moved(&all);

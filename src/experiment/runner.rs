@@ -474,7 +474,7 @@ fn train(
         if state.step >= plan.end {
             continue;
         }
-        model = configure(model, plan.stage, r);
+        model = configure(model, plan, r);
         let backbone = ParamGroup::ids_from_module(model.backbone.clone());
         let mut optim = optimizer(optimizer_file.take().filter(|_| state.step > plan.begin))?;
         let mut batches = sources.batches(plan, state.step, device)?;

@@ -9,7 +9,7 @@ use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleL
 
 use super::resolve::Resolved;
 use super::schedule::Schedule;
-use crate::backbone::BatchNormMode;
+use crate::backbone::{BatchNormMode, Trainable};
 use crate::model::{TransformKind, TwoStage};
 
 /// A training stage.
@@ -45,6 +45,8 @@ pub struct StagePlan {
     pub end: u64,
     /// Base learning rate.
     pub lr: f64,
+    /// Backbone parameters that train (`strong.backbone_trainable` or `weak.backbone_trainable`).
+    pub backbone_trainable: Trainable,
     /// Base learning rate of the backbone's trainable blocks, where it differs from `lr`.
     pub backbone_lr: Option<f64>,
     /// Its schedule over the stage (both rates).
@@ -105,33 +107,33 @@ pub fn plan(r: &Resolved) -> Vec<StagePlan> {
     let mut stages = Vec::new();
     let mut at = 0u64;
     let mut push = |stage: Stage, steps: usize| {
-        let (lr, backbone_lr, schedule, batch_size) = match stage {
-            Stage::Weak => (
-                exp.weak.lr,
-                exp.weak.backbone_lr,
-                exp.weak.schedule,
-                exp.weak.batch_size,
-            ),
-            _ => (
-                exp.strong.lr,
-                exp.strong.backbone_lr,
-                exp.strong.schedule,
-                exp.strong.batch_size,
-            ),
-        };
-        if steps > 0 {
-            let end = at + steps as u64;
-            stages.push(StagePlan {
-                stage,
-                begin: at,
-                end,
-                lr,
-                backbone_lr,
-                schedule,
-                batch_size,
-            });
-            at = end;
+        if steps == 0 {
+            return;
         }
+        let (begin, end) = (at, at + steps as u64);
+        at = end;
+        stages.push(match stage {
+            Stage::Weak => StagePlan {
+                stage,
+                begin,
+                end,
+                lr: exp.weak.lr,
+                backbone_trainable: exp.weak.backbone_trainable,
+                backbone_lr: exp.weak.backbone_lr,
+                schedule: exp.weak.schedule,
+                batch_size: exp.weak.batch_size,
+            },
+            _ => StagePlan {
+                stage,
+                begin,
+                end,
+                lr: exp.strong.lr,
+                backbone_trainable: exp.strong.backbone_trainable,
+                backbone_lr: exp.strong.backbone_lr,
+                schedule: exp.strong.schedule,
+                batch_size: exp.strong.batch_size,
+            },
+        });
     };
     if r.transform() != TransformKind::Tps {
         push(Stage::StrongAffine, exp.strong.steps);
@@ -143,30 +145,27 @@ pub fn plan(r: &Resolved) -> Vec<StagePlan> {
     stages
 }
 
-/// Sets which parameters train and how BatchNorm behaves in `stage`.
-pub fn configure(model: TwoStage, stage: Stage, r: &Resolved) -> TwoStage {
+/// Sets which parameters train and how BatchNorm behaves in the stage of `plan`.
+pub fn configure(model: TwoStage, plan: &StagePlan, r: &Resolved) -> TwoStage {
     let mut m = model;
-    match stage {
-        Stage::StrongAffine | Stage::StrongTps => {
+    match plan.stage {
+        stage @ (Stage::StrongAffine | Stage::StrongTps) => {
             // The reference: feature extractor frozen and in eval mode (`strong.backbone_trainable`
             // may train some of it, BN statistics still frozen); the trained head's BN in train
             // mode.
-            m.backbone = m.backbone.configure(
-                BatchNormMode::Frozen,
-                r.experiment.strong.backbone_trainable,
-            );
+            m.backbone = m
+                .backbone
+                .configure(BatchNormMode::Frozen, plan.backbone_trainable);
             let train_aff = stage == Stage::StrongAffine;
             m.regression_aff = m.regression_aff.set_require_grad(train_aff);
             m.regression_tps = m.regression_tps.set_require_grad(!train_aff);
         }
         Stage::Weak => {
-            let weak = &r.experiment.weak;
-            m.backbone = m
-                .backbone
-                .configure(weak.batch_norm, weak.backbone_trainable);
+            let batch_norm = r.experiment.weak.batch_norm;
+            m.backbone = m.backbone.configure(batch_norm, plan.backbone_trainable);
             // Frozen BatchNorm: running statistics in the heads too (the reference's model.eval()),
             // while γ/β keep training.
-            if weak.batch_norm == BatchNormMode::Frozen {
+            if batch_norm == BatchNormMode::Frozen {
                 m.regression_aff = m.regression_aff.freeze();
                 m.regression_tps = m.regression_tps.freeze();
             }

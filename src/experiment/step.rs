@@ -135,10 +135,9 @@ impl ModuleVisitor for GradNorm<'_> {
 
 /// One optimisation step of `stage` at learning rates `rates` (the stage's rate, logged as the
 /// step's, and the backbone's where it has its own: [`super::stage::StagePlan::rates_at`]);
-/// `step` (1-based) names it in a
-/// divergence error. A non-finite loss is [`Error::Diverged`] and leaves the model untouched.
-/// With `measure`, the step also reads back the gradient norm and the inlier scores (for a
-/// logged step; each is a host read-back).
+/// `step` (1-based) names it in a divergence error. A non-finite loss is [`Error::Diverged`] and
+/// leaves the model untouched. With `measure`, the step also reads back the gradient norm and the
+/// inlier scores (for a logged step; each is a host read-back).
 ///
 /// # Shapes
 /// - `batch.source`, `batch.target`: `[batch, 3, S, S]` on the model's device
