@@ -197,6 +197,12 @@ fn crash_and_resume_is_bit_exact_and_identical_state_gives_identical_checkpoint_
     let sb: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(rb.join("summary.json")).unwrap()).unwrap();
     assert_eq!(sa["test_pck"], sb["test_pck"]);
+    // Resumed in the environment it was trained in: no change to record.
+    assert!(
+        !rb.join("environment-change-at-step-4.json").exists(),
+        "{}",
+        text(&resumed)
+    );
     // Bit-reproducibility holds for a thread count, so the run records it, and the processor.
     let env: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ra.join("environment.json")).unwrap())
@@ -291,6 +297,33 @@ fn variant(
         under.join("runs").join(&name).join(&hash),
         under.join("checkpoints").join(format!("{name}-{hash}")),
     )
+}
+
+/// Bits repeat only for one thread count: a resume with another continues the run, says so, and
+/// records both environments, since `environment.json` then names only the new one.
+#[test]
+fn a_resume_with_another_thread_count_is_warned_about_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crashed, run, _) = smoke_variant(dir.path(), &[], "2", &["--crash-after-step", "5"]);
+    assert!(!crashed.status.success(), "{}", text(&crashed));
+    let (resumed, _, _) = smoke_variant(dir.path(), &[], "1", &["--resume"]);
+    let t = text(&resumed);
+    assert!(resumed.status.success(), "{t}");
+    assert!(
+        t.contains("step 4") && t.contains("threads: 2 → 1") && t.contains("bit for bit"),
+        "{t}"
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("environment-change-at-step-4.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["checkpoint"]["rayon_threads"], "2", "{record}");
+    assert_eq!(record["resumed_with"]["rayon_threads"], "1", "{record}");
+    assert_eq!(
+        record["differences"],
+        serde_json::json!(["threads: 2 → 1"]),
+        "{record}"
+    );
 }
 
 #[test]

@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::checkpoint::{self, CONFIG, ENVIRONMENT, MODEL, OPTIMIZER, TrainState};
 use super::config::{Roots, parse};
 use super::resolve::Resolved;
-use super::run_dir::RunDir;
+use super::run_dir::{RunDir, same_arithmetic};
 use super::tensorboard::event_files;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -38,22 +38,6 @@ pub struct Donor {
     pub checkpoint: PathBuf,
     /// That checkpoint's state.
     pub state: TrainState,
-}
-
-/// The thread count that decides a CPU run's arithmetic: `RAYON_NUM_THREADS`, else the cores.
-fn threads(env: &Value) -> Option<u64> {
-    env["rayon_threads"]
-        .as_str()
-        .and_then(|t| t.trim().parse().ok())
-        .filter(|&t| t > 0)
-        .or_else(|| env["threads"].as_u64())
-}
-
-/// Whether training in `a` and in `b` gives the same bits: the same device, backend, processor
-/// and thread count. (One-thread CPU runs were measured to agree across processors too; this
-/// asks more than that, which costs at worst a retraining.)
-pub fn same_arithmetic(a: &Value, b: &Value) -> bool {
-    ["device", "backend", "cpu"].iter().all(|k| a[k] == b[k]) && threads(a) == threads(b)
 }
 
 /// The checkpoint at step `at` (the end of `r`'s strong stages) that `r` can start from: another

@@ -266,6 +266,40 @@ pub fn environment(device: crate::device::DeviceChoice) -> serde_json::Value {
     })
 }
 
+/// The thread count that decides a CPU run's arithmetic in an [`environment`]:
+/// `RAYON_NUM_THREADS`, else the cores.
+fn threads(env: &serde_json::Value) -> Option<u64> {
+    env["rayon_threads"]
+        .as_str()
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .or_else(|| env["threads"].as_u64())
+}
+
+/// What differs between two [`environment`]s in what decides training's bits: the device,
+/// backend, processor and thread count, each as `"key: a → b"`. Empty when training in `a` and in
+/// `b` gives the same bits. (One-thread CPU runs were measured to agree across processors too;
+/// this asks more than that, which costs at worst a retraining or a needless warning.)
+pub fn arithmetic_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let show = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let mut out: Vec<String> = ["device", "backend", "cpu"]
+        .iter()
+        .filter(|k| a[**k] != b[**k])
+        .map(|k| format!("{k}: {} → {}", show(&a[*k]), show(&b[*k])))
+        .collect();
+    let (ta, tb) = (threads(a), threads(b));
+    if ta != tb {
+        let show = |t: Option<u64>| t.map_or("unknown".to_string(), |t| t.to_string());
+        out.push(format!("threads: {} → {}", show(ta), show(tb)));
+    }
+    out
+}
+
+/// Whether training in `a` and in `b` gives the same bits (see [`arithmetic_differences`]).
+pub fn same_arithmetic(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    arithmetic_differences(a, b).is_empty()
+}
+
 /// The processor's name as Linux reports it (`model name` in /proc/cpuinfo); `None` elsewhere.
 fn cpu_model() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
@@ -339,5 +373,37 @@ impl Metrics {
     /// Forces the records to disk (before a checkpoint names their count).
     pub fn sync(&mut self) -> Result<()> {
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arithmetic_differences;
+    use serde_json::json;
+
+    fn env(rayon: Option<&str>, cores: u64, cpu: &str) -> serde_json::Value {
+        json!({"device": "cpu", "backend": "flex", "cpu": cpu, "threads": cores,
+               "rayon_threads": rayon})
+    }
+
+    #[test]
+    fn the_thread_count_is_rayons_else_the_cores() {
+        let none: Vec<String> = Vec::new();
+        assert_eq!(
+            arithmetic_differences(&env(None, 2, "A"), &env(Some("2"), 4, "A")),
+            none
+        );
+        assert_eq!(
+            arithmetic_differences(&env(Some("0"), 2, "A"), &env(None, 2, "A")),
+            none
+        );
+        assert_eq!(
+            arithmetic_differences(&env(Some("2"), 2, "A"), &env(Some("1"), 2, "B")),
+            ["cpu: A → B", "threads: 2 → 1"]
+        );
+        assert_eq!(
+            arithmetic_differences(&env(Some("x"), 8, "A"), &env(None, 2, "A")),
+            ["threads: 8 → 2"]
+        );
     }
 }

@@ -27,7 +27,7 @@ use super::config::Roots;
 use super::fork;
 use super::logger::{Logger, StepTiming};
 use super::resolve::Resolved;
-use super::run_dir::{RunDir, Status, environment, git_provenance};
+use super::run_dir::{RunDir, Status, arithmetic_differences, environment, git_provenance};
 use super::sources::Sources;
 use super::stage::{StagePlan, configure, plan, strong_end, total_steps};
 use super::step::optimize;
@@ -181,7 +181,49 @@ fn resume_point(
         let diff = line_diff(&old, &r.experiment.to_toml());
         run.write(&format!("config-change-at-step-{}.diff", state.step), &diff)?;
     }
+    if let Some((dir, state)) = &found {
+        record_environment_change(r, run, dir, state.step)?;
+    }
     Ok(found)
+}
+
+/// A resume under other arithmetic than its checkpoint was trained with (another thread count,
+/// device, backend or processor) continues, but from there on it no longer repeats bit for bit a
+/// run that was never interrupted, and `environment.json` will name only the new environment:
+/// the change is said on stderr and recorded in the run as `environment-change-at-step-N.json`
+/// (the checkpoint's environment, the resume's, and what differs).
+fn record_environment_change(
+    r: &Resolved,
+    run: &RunDir,
+    checkpoint: &Path,
+    step: u64,
+) -> Result<()> {
+    let Some(then) = std::fs::read_to_string(checkpoint.join(checkpoint::ENVIRONMENT))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return Ok(());
+    };
+    let now = environment(r.experiment.device);
+    let differences = arithmetic_differences(&then, &now);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "warning: {}: the checkpoint at step {step} was trained in another environment ({}); the \
+         run continues, but from here on it will not repeat bit for bit a run that was never \
+         interrupted",
+        run.path.display(),
+        differences.join(", ")
+    );
+    run.write(
+        &format!("environment-change-at-step-{step}.json"),
+        &pretty(&serde_json::json!({
+            "checkpoint": then,
+            "resumed_with": now,
+            "differences": differences,
+        })),
+    )
 }
 
 /// Refuses, before anything is written, what would otherwise start over silently: `--resume DIR`
