@@ -1503,6 +1503,24 @@ fn the_ablation_sweeps_change_one_knob_per_row_from_their_parent() {
             cell.label()
         );
     }
+    // The batch-16 follow-up is its parent with the weak stage's rate changed, nothing else, so
+    // it reuses the parent's strong stages.
+    let (follow_up, parent) = (
+        load(
+            &root().join("experiments/lever_full_narrow_batch16_weak3e-5.toml"),
+            &[],
+        )
+        .unwrap(),
+        root().join("experiments/lever_full_narrow_batch16.toml"),
+    );
+    assert_eq!(
+        follow_up.hash(),
+        load(&parent, &["weak.lr=3e-5".into()]).unwrap().hash()
+    );
+    assert_eq!(
+        follow_up.strong_stages_hash(),
+        load(&parent, &[]).unwrap().strong_stages_hash()
+    );
 }
 
 #[test]
