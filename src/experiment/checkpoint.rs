@@ -56,6 +56,11 @@ fn sha256(path: &Path) -> Result<String> {
         .collect())
 }
 
+/// The environment the checkpoint in `dir` was trained in ([`ENVIRONMENT`]); `None` if unreadable.
+pub fn environment(dir: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(ENVIRONMENT)).ok()?).ok()
+}
+
 /// Directory name of the checkpoint after `step` steps.
 pub fn step_dir(root: &Path, step: u64) -> PathBuf {
     root.join(format!("step-{step:08}"))

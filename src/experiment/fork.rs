@@ -85,8 +85,7 @@ fn donor_in(
         let config_path = dir.join(CONFIG);
         let text = std::fs::read_to_string(&config_path).ok()?;
         let theirs = parse(&config_path, &text, &[]).ok()?;
-        let env: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(ENVIRONMENT)).ok()?).ok()?;
+        let env = checkpoint::environment(&dir)?;
         if theirs.strong_stages_hash() != want || !same_arithmetic(&env, here) {
             return None;
         }

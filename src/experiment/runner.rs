@@ -154,11 +154,13 @@ fn already_completed(run_path: &Path, opts: &RunOptions) -> Option<RunOutcome> {
 }
 
 /// The checkpoint to continue from, if resuming; a changed configuration is refused unless
-/// allowed (then its diff is recorded in the run).
+/// allowed (then its diff is recorded in the run), and a change from the checkpoint's
+/// environment to this one (`here`) is recorded.
 fn resume_point(
     r: &Resolved,
     run: &RunDir,
     opts: &RunOptions,
+    here: &serde_json::Value,
 ) -> Result<Option<(PathBuf, TrainState)>> {
     if !opts.resuming() {
         return Ok(None);
@@ -182,7 +184,7 @@ fn resume_point(
         run.write(&format!("config-change-at-step-{}.diff", state.step), &diff)?;
     }
     if let Some((dir, state)) = &found {
-        record_environment_change(r, run, dir, state.step)?;
+        record_environment_change(run, here, dir, state.step)?;
     }
     Ok(found)
 }
@@ -193,19 +195,15 @@ fn resume_point(
 /// the change is said on stderr and recorded in the run as `environment-change-at-step-N.json`
 /// (the checkpoint's environment, the resume's, and what differs).
 fn record_environment_change(
-    r: &Resolved,
     run: &RunDir,
+    here: &serde_json::Value,
     checkpoint: &Path,
     step: u64,
 ) -> Result<()> {
-    let Some(then) = std::fs::read_to_string(checkpoint.join(checkpoint::ENVIRONMENT))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-    else {
+    let Some(then) = checkpoint::environment(checkpoint) else {
         return Ok(());
     };
-    let now = environment(r.experiment.device);
-    let differences = arithmetic_differences(&then, &now);
+    let differences = arithmetic_differences(&then, here);
     if differences.is_empty() {
         return Ok(());
     }
@@ -220,7 +218,7 @@ fn record_environment_change(
         &format!("environment-change-at-step-{step}.json"),
         &pretty(&serde_json::json!({
             "checkpoint": then,
-            "resumed_with": now,
+            "resumed_with": here,
             "differences": differences,
         })),
     )
@@ -281,18 +279,19 @@ fn check_resume_target(run_path: &Path, ckpt_path: &Path, opts: &RunOptions) -> 
     Ok(())
 }
 
-/// Writes the run's resolved and original configuration, git state and environment.
-fn write_provenance(r: &Resolved, run: &RunDir) -> Result<(String, String)> {
+/// Writes the run's resolved and original configuration, git state and environment (`here`).
+fn write_provenance(
+    r: &Resolved,
+    run: &RunDir,
+    here: &serde_json::Value,
+) -> Result<(String, String)> {
     run.write("config.resolved.toml", &r.experiment.to_toml())?;
     if let Ok(original) = std::fs::read_to_string(&r.file) {
         run.write("config.original.toml", &original)?;
     }
     let (commit, dirty) = git_provenance();
     run.write("git.txt", &format!("commit {commit}\n\n{dirty}"))?;
-    run.write(
-        "environment.json",
-        &pretty(&environment(r.experiment.device)),
-    )?;
+    run.write("environment.json", &pretty(here))?;
     Ok((commit, dirty))
 }
 
@@ -329,14 +328,15 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let sources = Sources::build(r, &opts.roots.datasets)?;
     let run = RunDir::open(run_path, ckpt_path)?;
     let stages = plan(r);
-    let resume = match resume_point(r, &run, opts)? {
-        None if opts.reuse_strong => reuse_strong(r, &run, opts, &stages)?,
+    let here = environment(r.experiment.device);
+    let resume = match resume_point(r, &run, opts, &here)? {
+        None if opts.reuse_strong => reuse_strong(r, &run, opts, &stages, &here)?,
         found => found,
     };
     let (start, metrics_lines) = resume
         .as_ref()
         .map_or((0, 0), |(_, s)| (s.step, s.metrics_lines));
-    let git = write_provenance(r, &run)?;
+    let git = write_provenance(r, &run, &here)?;
     if let Some(ids) = super::launcher::task_ids() {
         run.write(
             "slurm.json",
@@ -371,19 +371,20 @@ pub fn run(r: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
 }
 
 /// `--reuse-strong` for a run without a checkpoint: another run's checkpoint at the end of the
-/// strong stages, copied into this run, or `None` (the run trains from step 0).
+/// strong stages, trained in this environment (`here`), copied into this run, or `None` (the run
+/// trains from step 0).
 fn reuse_strong(
     r: &Resolved,
     run: &RunDir,
     opts: &RunOptions,
     stages: &[StagePlan],
+    here: &serde_json::Value,
 ) -> Result<Option<(PathBuf, TrainState)>> {
     let at = strong_end(stages);
     if at == 0 {
         return Ok(None);
     }
-    let here = environment(r.experiment.device);
-    let Some(donor) = fork::find_donor(r, &opts.roots, at, &here) else {
+    let Some(donor) = fork::find_donor(r, &opts.roots, at, here) else {
         eprintln!(
             "{}: no run has a checkpoint of these strong stages (step {at}) trained with this \
              device and thread count; training them",
@@ -391,7 +392,7 @@ fn reuse_strong(
         );
         return Ok(None);
     };
-    let adopted = fork::adopt(&donor, r, run, &pretty(&here))?;
+    let adopted = fork::adopt(&donor, r, run, &pretty(here))?;
     eprintln!(
         "{}: reusing steps 1–{at} (the strong stages) of {}: the same configuration apart from \
          the weak stage, trained with this device and thread count",
@@ -516,7 +517,7 @@ fn train(
         if state.step >= plan.end {
             continue;
         }
-        model = configure(model, plan, r);
+        model = configure(model, plan);
         let backbone = ParamGroup::ids_from_module(model.backbone.clone());
         let mut optim = optimizer(optimizer_file.take().filter(|_| state.step > plan.begin))?;
         let mut batches = sources.batches(plan, state.step, device)?;

@@ -47,6 +47,9 @@ pub struct StagePlan {
     pub lr: f64,
     /// Backbone parameters that train (`strong.backbone_trainable` or `weak.backbone_trainable`).
     pub backbone_trainable: Trainable,
+    /// BatchNorm's mode: frozen in the strong stages (the reference), `weak.batch_norm` in the
+    /// weak stage.
+    pub batch_norm: BatchNormMode,
     /// Base learning rate of the backbone's trainable blocks, where it differs from `lr`.
     pub backbone_lr: Option<f64>,
     /// Its schedule over the stage (both rates).
@@ -119,6 +122,7 @@ pub fn plan(r: &Resolved) -> Vec<StagePlan> {
                 end,
                 lr: exp.weak.lr,
                 backbone_trainable: exp.weak.backbone_trainable,
+                batch_norm: exp.weak.batch_norm,
                 backbone_lr: exp.weak.backbone_lr,
                 schedule: exp.weak.schedule,
                 batch_size: exp.weak.batch_size,
@@ -129,6 +133,7 @@ pub fn plan(r: &Resolved) -> Vec<StagePlan> {
                 end,
                 lr: exp.strong.lr,
                 backbone_trainable: exp.strong.backbone_trainable,
+                batch_norm: BatchNormMode::Frozen,
                 backbone_lr: exp.strong.backbone_lr,
                 schedule: exp.strong.schedule,
                 batch_size: exp.strong.batch_size,
@@ -146,26 +151,24 @@ pub fn plan(r: &Resolved) -> Vec<StagePlan> {
 }
 
 /// Sets which parameters train and how BatchNorm behaves in the stage of `plan`.
-pub fn configure(model: TwoStage, plan: &StagePlan, r: &Resolved) -> TwoStage {
+pub fn configure(model: TwoStage, plan: &StagePlan) -> TwoStage {
     let mut m = model;
+    m.backbone = m
+        .backbone
+        .configure(plan.batch_norm, plan.backbone_trainable);
     match plan.stage {
         stage @ (Stage::StrongAffine | Stage::StrongTps) => {
             // The reference: feature extractor frozen and in eval mode (`strong.backbone_trainable`
             // may train some of it, BN statistics still frozen); the trained head's BN in train
             // mode.
-            m.backbone = m
-                .backbone
-                .configure(BatchNormMode::Frozen, plan.backbone_trainable);
             let train_aff = stage == Stage::StrongAffine;
             m.regression_aff = m.regression_aff.set_require_grad(train_aff);
             m.regression_tps = m.regression_tps.set_require_grad(!train_aff);
         }
         Stage::Weak => {
-            let batch_norm = r.experiment.weak.batch_norm;
-            m.backbone = m.backbone.configure(batch_norm, plan.backbone_trainable);
             // Frozen BatchNorm: running statistics in the heads too (the reference's model.eval()),
             // while γ/β keep training.
-            if batch_norm == BatchNormMode::Frozen {
+            if plan.batch_norm == BatchNormMode::Frozen {
                 m.regression_aff = m.regression_aff.freeze();
                 m.regression_tps = m.regression_tps.freeze();
             }
