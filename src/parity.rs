@@ -4,8 +4,18 @@
 //! runs it on a GPU; on the CPU (`--device cpu`) it checks the harness itself (the two sides
 //! are then the same backend and must agree exactly).
 //!
-//! Errors are `max |device − cpu| / max(1, max |cpu|)` over every element of every output and
-//! input gradient of an operation.
+//! An error is `max |device − cpu| / max(floor, max |cpu|)` over one output or one gradient
+//! tensor, the worst over an operation's outputs (and over its gradients) is its error. The
+//! operations take inputs of order 1 and use `floor = 1`; the models use `floor = 1e-8`, so each
+//! parameter's gradient is measured against its own scale (at initialization they span 1e-7 to
+//! 1e1).
+//!
+//! The models are checked in the configuration whose arithmetic is well conditioned and which
+//! training and evaluation use by default: BatchNorm on running statistics, heads started at the
+//! identity, smooth images. A random initialization with batch statistics over a batch of two
+//! is not: there a ±1e-6 change of the input moved the CPU's own gradients by up to 240 %
+//! (EfficientNet-Lite0, 240²), so no device could be held to the CPU there. Batch statistics
+//! (the strong stages' heads) are checked as an operation of their own.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -13,8 +23,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::f32::consts::TAU;
+use std::time::Instant;
 
-use crate::backbone::BackboneKind;
+use crate::backbone::{BackboneKind, BatchNormMode, Trainable};
 use crate::correlation::{FeatureCorrelation, feature_l2_norm};
 use crate::device::{DeviceChoice, read_f64};
 use crate::error::Result;
@@ -26,7 +38,7 @@ use crate::loss::{
     InlierConfig, InlierKind, affine_inlier_score, composed_inlier_score, transformed_grid_loss,
     weakalign_loss,
 };
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, TwoStage, TwoStageOutput};
 
 /// One operation's comparison.
 #[derive(Clone, Debug, Serialize)]
@@ -35,12 +47,31 @@ pub struct OpParity {
     pub op: String,
     /// Largest relative error of its outputs.
     pub forward: f64,
-    /// Largest relative error of its input (or parameter) gradients.
-    pub gradient: f64,
-    /// The tolerance it is held to.
+    /// Largest relative error of its input (or parameter) gradients; `None` for a forward-only
+    /// (inference) check.
+    pub gradient: Option<f64>,
+    /// The tolerance of the outputs' error.
     pub tolerance: f64,
-    /// Whether both errors are within it.
+    /// The tolerance of the gradients' error.
+    pub gradient_tolerance: f64,
+    /// Whether both errors are within their tolerances.
     pub pass: bool,
+    /// Wall-clock seconds of the device's side (the first call of a kernel includes its
+    /// compilation).
+    pub seconds: f64,
+}
+
+/// Where each operation's result goes as soon as it is known (a slow device shows progress).
+struct Sink<'a> {
+    results: Vec<OpParity>,
+    report: &'a mut dyn FnMut(&OpParity),
+}
+
+impl Sink<'_> {
+    fn push(&mut self, r: OpParity) {
+        (self.report)(&r);
+        self.results.push(r);
+    }
 }
 
 /// Values of `n` elements drawn uniformly from `[lo, hi)` (a pure function of `seed`).
@@ -49,16 +80,36 @@ fn uniform(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(lo..hi) as f32).collect()
 }
 
-/// Largest relative error between two equally long value lists; a value that is NaN or infinite
-/// on one side only, or a length mismatch, is an infinite error.
-fn relative_error(device: &[f64], cpu: &[f64]) -> f64 {
+/// How an operation is judged: its tolerances and the floor of the error's scale (module docs).
+#[derive(Clone, Copy, Debug)]
+struct Bound {
+    forward: f64,
+    gradient: f64,
+    floor: f64,
+}
+
+impl Bound {
+    /// One tolerance for outputs and gradients, inputs of order 1.
+    const fn op(tolerance: f64) -> Self {
+        Bound {
+            forward: tolerance,
+            gradient: tolerance,
+            floor: 1.0,
+        }
+    }
+}
+
+/// Largest relative error between two equally long value lists, against
+/// `max(floor, max |cpu|)`; a value that is NaN or infinite on one side only, or a length
+/// mismatch, is an infinite error.
+fn relative_error(device: &[f64], cpu: &[f64], floor: f64) -> f64 {
     if device.len() != cpu.len() {
         return f64::INFINITY;
     }
     let scale = cpu
         .iter()
         .filter(|v| v.is_finite())
-        .fold(1.0f64, |m, v| m.max(v.abs()));
+        .fold(floor, |m, v| m.max(v.abs()));
     let mut diff = 0.0f64;
     for (a, b) in device.iter().zip(cpu) {
         if a == b || (a.is_nan() && b.is_nan()) {
@@ -136,31 +187,80 @@ fn run_op<const D: usize>(
     })
 }
 
+/// Runs `op` on `device` without autodiff (the inference path: evaluation and `align`, where
+/// burn hands some operations to other kernels than under autodiff), outputs only.
+///
+/// # Shapes
+/// - as [`run_op`]
+fn run_forward<const D: usize>(
+    device: &Device,
+    inputs: &[(Vec<f32>, [usize; D])],
+    op: &dyn Fn(&[Tensor<D>]) -> Result<Vec<Tensor<1>>>,
+) -> Result<Run> {
+    let tensors: Vec<Tensor<D>> = inputs.iter().map(|i| constant(i, device)).collect();
+    Ok(Run {
+        outputs: op(&tensors)?.into_iter().map(read_f64).collect(),
+        gradients: Vec::new(),
+    })
+}
+
 impl OpParity {
     /// The verdict on two runs of one operation: the worst relative error over its outputs and
     /// over its gradients (a different number of either is an infinite error).
-    fn judge(op: String, tolerance: f64, device: &Run, cpu: &Run) -> Self {
+    fn judge(op: String, bound: Bound, device: &Run, cpu: &Run, seconds: f64) -> Self {
         let worst = |a: &[Vec<f64>], b: &[Vec<f64>]| {
             if a.len() != b.len() {
                 return f64::INFINITY;
             }
             a.iter()
                 .zip(b)
-                .fold(0.0f64, |m, (x, y)| m.max(relative_error(x, y)))
+                .fold(0.0f64, |m, (x, y)| m.max(relative_error(x, y, bound.floor)))
         };
         let forward = worst(&device.outputs, &cpu.outputs);
-        let gradient = worst(&device.gradients, &cpu.gradients);
+        let forward_only = device.gradients.is_empty() && cpu.gradients.is_empty();
+        let gradient = (!forward_only).then(|| worst(&device.gradients, &cpu.gradients));
         OpParity {
             op,
             forward,
             gradient,
-            tolerance,
-            pass: forward <= tolerance && gradient <= tolerance,
+            tolerance: bound.forward,
+            gradient_tolerance: bound.gradient,
+            pass: forward <= bound.forward && gradient.is_none_or(|g| g <= bound.gradient),
+            seconds,
         }
     }
 }
 
-/// Compares `op` on `device` against the CPU.
+/// A way to run an operation: [`run_op`] (forward and gradients) or [`run_forward`].
+type Runner<const D: usize> = fn(
+    &Device,
+    &[(Vec<f32>, [usize; D])],
+    &dyn Fn(&[Tensor<D>]) -> Result<Vec<Tensor<1>>>,
+) -> Result<Run>;
+
+/// Compares `op` on `device` against the CPU, both run by `runner`.
+fn compare_by<const D: usize>(
+    runner: Runner<D>,
+    name: &str,
+    tolerance: f64,
+    device: &Device,
+    inputs: &[(Vec<f32>, [usize; D])],
+    op: &dyn Fn(&[Tensor<D>]) -> Result<Vec<Tensor<1>>>,
+) -> Result<OpParity> {
+    let cpu = runner(&crate::device::inference(), inputs, op)?;
+    let start = Instant::now();
+    let dev = runner(device, inputs, op)?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(OpParity::judge(
+        name.into(),
+        Bound::op(tolerance),
+        &dev,
+        &cpu,
+        seconds,
+    ))
+}
+
+/// Compares `op`'s forward and gradients on `device` against the CPU's.
 fn compare<const D: usize>(
     name: &str,
     tolerance: f64,
@@ -168,9 +268,18 @@ fn compare<const D: usize>(
     inputs: &[(Vec<f32>, [usize; D])],
     op: &dyn Fn(&[Tensor<D>]) -> Result<Vec<Tensor<1>>>,
 ) -> Result<OpParity> {
-    let cpu = run_op(&crate::device::inference(), inputs, op)?;
-    let dev = run_op(device, inputs, op)?;
-    Ok(OpParity::judge(name.into(), tolerance, &dev, &cpu))
+    compare_by(run_op, name, tolerance, device, inputs, op)
+}
+
+/// Compares `op`'s forward without autodiff on `device` against the CPU's.
+fn compare_inference<const D: usize>(
+    name: &str,
+    tolerance: f64,
+    device: &Device,
+    inputs: &[(Vec<f32>, [usize; D])],
+    op: &dyn Fn(&[Tensor<D>]) -> Result<Vec<Tensor<1>>>,
+) -> Result<OpParity> {
+    compare_by(run_forward, name, tolerance, device, inputs, op)
 }
 
 /// A fixed (not differentiated) tensor from values and shape, on `device`.
@@ -227,27 +336,200 @@ fn tps_t(t: &Tensor<2>) -> Result<TpsTheta> {
 }
 
 /// The differentiable operations, each on small random inputs.
-fn operations(device: &Device) -> Result<Vec<OpParity>> {
+fn operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
     let inputs = Inputs {
         theta_aff: (near(1, AffineTheta::IDENTITY, 0.2), [B, 6]),
         theta_tps: (near(2, TpsTheta::IDENTITY, 0.2), [B, 18]),
         spline: Tps::new(0.2)?,
     };
-    let mut out = geometry_operations(device, &inputs)?;
-    out.extend(correlation_operations(device)?);
-    out.extend(loss_operations(device, &inputs)?);
-    Ok(out)
+    backbone_operations(device, out)?;
+    geometry_operations(device, &inputs, out)?;
+    correlation_operations(device, out)?;
+    loss_operations(device, &inputs, out)
+}
+
+/// The backbones' layers through [`crate::backbone::conv`] and [`crate::backbone::pool`] (on the
+/// CPU our kernels, elsewhere burn's): dense and depthwise convolutions with symmetric and
+/// TensorFlow-"SAME" (asymmetric) padding, the fused scale, bias, residual and activations, and
+/// the max poolings of VGG-16 and ResNet-101.
+fn backbone_operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
+    use crate::backbone::conv::kernels::Activation;
+    use crate::backbone::conv::{After, conv2d_with};
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::tensor::ops::ConvOptions;
+
+    let (c_in, c_out) = (4, 6);
+    let x = |seed, side: usize| {
+        (
+            uniform(seed, B * c_in * side * side, -1.0, 1.0),
+            [B, c_in, side, side],
+        )
+    };
+    let w = |seed, c_out: usize, c_in: usize| {
+        (
+            uniform(seed, c_out * c_in * 9, -0.5, 0.5),
+            [c_out, c_in, 3, 3],
+        )
+    };
+    let v = |seed, n: usize| (uniform(seed, n, 0.5, 1.5), [n, 1, 1, 1]);
+    let vector = |t: &Tensor<4>| t.clone().flatten::<1>(0, 3);
+    // (name, groups, stride, padding per axis, activation, input side)
+    let cases = [
+        (
+            "convolution 3×3 (pad 1, + bias, ReLU)",
+            1,
+            1,
+            (1, 1),
+            Activation::Relu,
+            9,
+        ),
+        (
+            "convolution 3×3 stride 2 (SAME: pad 0, 1; ReLU6)",
+            1,
+            2,
+            (0, 1),
+            Activation::Relu6,
+            8,
+        ),
+        (
+            "depthwise convolution 3×3 (pad 1, ReLU6)",
+            c_in,
+            1,
+            (1, 1),
+            Activation::Relu6,
+            9,
+        ),
+        (
+            "depthwise convolution 3×3 stride 2 (SAME: pad 0, 1)",
+            c_in,
+            2,
+            (0, 1),
+            Activation::Identity,
+            8,
+        ),
+    ];
+    for (name, groups, stride, pad, activation, side) in cases {
+        let c_out = if groups == 1 { c_out } else { c_in };
+        let options = ConvOptions::new_with_padding([stride; 2], [pad; 2], [1, 1], groups);
+        // Input, weight, and the per-channel scale and bias (frozen BatchNorm's), all
+        // differentiated; the vectors enter as `[c_out, 1, 1, 1]` to share the rank.
+        let inputs = [
+            x(20, side),
+            w(21, c_out, c_in / groups),
+            v(22, c_out),
+            v(23, c_out),
+        ];
+        out.push(compare(name, 1e-5, device, &inputs, &|t| {
+            let after = After {
+                scale: Some(vector(&t[2])),
+                bias: Some(vector(&t[3])),
+                residual: None,
+                activation,
+            };
+            Ok(vec![flat(conv2d_with(
+                t[0].clone(),
+                t[1].clone(),
+                options.clone(),
+                after,
+            ))])
+        })?);
+    }
+    // A residual block's output: conv, frozen-BN scale and shift, residual, ReLU.
+    let inputs = [x(24, 7), w(25, c_in, c_in), v(26, c_in), v(27, c_in)];
+    out.push(compare(
+        "convolution + scale + bias + residual, ReLU",
+        1e-5,
+        device,
+        &inputs,
+        &|t| {
+            let after = After {
+                scale: Some(vector(&t[2])),
+                bias: Some(vector(&t[3])),
+                residual: Some(t[0].clone()),
+                activation: Activation::Relu,
+            };
+            let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+            Ok(vec![flat(conv2d_with(
+                t[0].clone(),
+                t[1].clone(),
+                options,
+                after,
+            ))])
+        },
+    )?);
+    // ReLU6 where its input is exactly 0: a depthwise convolution without bias over a zero region
+    // (what a ReLU6 output feeds the next block where a frozen BatchNorm's shift is 0). The CPU's
+    // kernels give the gradient 0 there, as PyTorch; burn's clamp gave 1 (`conv::finish`).
+    let mut zeros = x(29, 8);
+    for (i, value) in zeros.0.iter_mut().enumerate() {
+        if i % 64 < 32 {
+            *value = 0.0; // the top half of every 8×8 plane
+        }
+    }
+    let inputs = [zeros, w(30, c_in, 1)];
+    out.push(compare(
+        "depthwise convolution over a zero region, ReLU6 (gradient at exactly 0)",
+        1e-5,
+        device,
+        &inputs,
+        &|t| {
+            let after = After {
+                activation: Activation::Relu6,
+                ..After::default()
+            };
+            let options = ConvOptions::new([1, 1], [1, 1], [1, 1], c_in);
+            Ok(vec![flat(conv2d_with(
+                t[0].clone(),
+                t[1].clone(),
+                options,
+                after,
+            ))])
+        },
+    )?);
+    // BatchNorm on batch statistics (the strong stages' heads train with it).
+    out.push(compare(
+        "batch normalization (batch statistics)",
+        1e-5,
+        device,
+        &[x(31, 6)],
+        &|t| {
+            let bn = burn::nn::BatchNormConfig::new(c_in).init(&t[0].device());
+            Ok(vec![flat(bn.forward(t[0].clone()))])
+        },
+    )?);
+    let pools = [
+        (
+            "max pool 2×2 (VGG-16)",
+            MaxPool2dConfig::new([2, 2]).with_strides([2, 2]),
+        ),
+        (
+            "max pool 3×3 stride 2 pad 1 (ResNet-101)",
+            MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+        ),
+    ];
+    for (name, config) in pools {
+        let pool = config.init();
+        out.push(compare(name, 1e-5, device, &[x(28, 8)], &|t| {
+            Ok(vec![flat(crate::backbone::pool::max_pool2d(
+                &pool,
+                t[0].clone(),
+            ))])
+        })?);
+    }
+    Ok(())
 }
 
 /// Warping, the affine, TPS and composed grids.
-fn geometry_operations(device: &Device, inputs: &Inputs) -> Result<Vec<OpParity>> {
+fn geometry_operations(device: &Device, inputs: &Inputs, out: &mut Sink<'_>) -> Result<()> {
     let (h, w) = (H, W);
     let Inputs {
         theta_aff,
         theta_tps,
         spline,
     } = inputs;
-    let mut out = Vec::new();
     // Warping: image and grid.
     let image = (uniform(3, B * 3 * h * w, 0.0, 1.0), [B, 3, h, w]);
     let grid = (uniform(4, B * h * w * 2, -1.1, 1.1), [B, h, w, 2]);
@@ -257,6 +539,30 @@ fn geometry_operations(device: &Device, inputs: &Inputs) -> Result<Vec<OpParity>
         device,
         &[image, grid],
         &|x| Ok(vec![flat(sample(x[0].clone(), x[1].clone())?)]),
+    )?);
+
+    // Warping at the grid of a θ, as the models warp: the grid is a strided view (see `sample`),
+    // and without autodiff burn runs another kernel than under it.
+    let image = (uniform(3, B * 3 * h * w, 0.0, 1.0), [B, 3, h, w]);
+    let warp_at_theta = |x: &[Tensor<4>]| -> Result<Vec<Tensor<1>>> {
+        let d = x[0].device();
+        let theta = aff(&constant(theta_aff, &d))?;
+        let grid = sampling_grid(&theta, [h, w], GridFactors::default())?;
+        Ok(vec![flat(sample(x[0].clone(), grid)?)])
+    };
+    out.push(compare(
+        "warp at an affine θ's grid",
+        1e-5,
+        device,
+        std::slice::from_ref(&image),
+        &warp_at_theta,
+    )?);
+    out.push(compare_inference(
+        "warp at an affine θ's grid (inference)",
+        1e-5,
+        device,
+        std::slice::from_ref(&image),
+        &warp_at_theta,
     )?);
 
     // Grids from θ.
@@ -300,13 +606,12 @@ fn geometry_operations(device: &Device, inputs: &Inputs) -> Result<Vec<OpParity>
             Ok(vec![flat(g.clamp(-10.0, 10.0))])
         })?);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Feature normalization and the correlation layer.
-fn correlation_operations(device: &Device) -> Result<Vec<OpParity>> {
+fn correlation_operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
     let (h, w, c) = (H, W, C);
-    let mut out = Vec::new();
     // Correlation.
     let features = |seed| (uniform(seed, B * c * h * w, -1.0, 1.0), [B, c, h, w]);
     out.push(compare(
@@ -329,18 +634,17 @@ fn correlation_operations(device: &Device) -> Result<Vec<OpParity>> {
             },
         )?);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Inlier counts, the grid loss and the WeakAlign objective.
-fn loss_operations(device: &Device, inputs: &Inputs) -> Result<Vec<OpParity>> {
+fn loss_operations(device: &Device, inputs: &Inputs, out: &mut Sink<'_>) -> Result<()> {
     let (h, w) = (H, W);
     let Inputs {
         theta_aff,
         theta_tps,
         spline,
     } = inputs;
-    let mut out = Vec::new();
     // Inlier counts, grid loss and the WeakAlign objective on a random match tensor.
     let matches = (uniform(8, B * h * w * h * w, 0.0, 1.0), [B, h * w, h, w]);
     let soft = InlierConfig::default();
@@ -373,6 +677,28 @@ fn loss_operations(device: &Device, inputs: &Inputs) -> Result<Vec<OpParity>> {
             },
         )?);
     }
+    // The soft count with respect to θ too (the hard count gives θ no gradient): θ enters as
+    // `[B, P, 1, 1]` so that all inputs share one rank.
+    let as_4d = |(v, [b, p]): &(Vec<f32>, [usize; 2])| (v.clone(), [*b, *p, 1, 1]);
+    let inputs = [matches.clone(), as_4d(theta_aff), as_4d(theta_tps)];
+    out.push(compare(
+        "soft inlier count (affine, composed) w.r.t. matches, θ_aff, θ_tps",
+        1e-4,
+        device,
+        &inputs,
+        &|x| {
+            let theta = |t: &Tensor<4>| t.clone().flatten::<2>(1, 3);
+            let (a, t) = (aff(&theta(&x[1]))?, tps_t(&theta(&x[2]))?);
+            let composed = Composed {
+                affine: &a,
+                tps: spline.warp(&t),
+            };
+            Ok(vec![
+                affine_inlier_score(&a, x[0].clone(), &soft)?,
+                composed_inlier_score(&composed, x[0].clone(), &soft)?,
+            ])
+        },
+    )?);
     let inputs = [
         theta_aff.clone(),
         (near(9, AffineTheta::IDENTITY, 0.2), [B, 6]),
@@ -412,7 +738,7 @@ fn loss_operations(device: &Device, inputs: &Inputs) -> Result<Vec<OpParity>> {
             ])
         },
     )?);
-    Ok(out)
+    Ok(())
 }
 
 /// All parameter gradients of a model, in module order.
@@ -430,27 +756,113 @@ fn parameter_gradients<M: Module>(model: &M, grads: &GradientsParams) -> Vec<Vec
     c.1
 }
 
-/// A backbone's two-stage model (seeded on the CPU, moved): θ_aff, θ_tps and the correlation
-/// forward, and the WeakAlign loss's parameter gradients.
-fn model_parity(kind: BackboneKind, device: &Device, size: usize) -> Result<OpParity> {
-    let run = |device: &Device| -> Result<Run> {
-        let d = device.clone().autodiff();
-        let config = ModelConfig {
-            backbone: kind,
-            image_size: size,
-            ..ModelConfig::default()
-        };
-        let model = config.init_two_stage_seeded(7, &d)?;
+/// Smooth images in `[-1, 1]`: per channel a sum of three sinusoids of one to three cycles across
+/// the image, with phases and directions drawn from `seed`. Not white noise: a warp of noise turns
+/// a rounding difference in a sampling coordinate into an unrelated neighbour's value, so noise
+/// inputs measure the warp's conditioning rather than the device (photos are smooth at that scale).
+///
+/// # Shapes
+/// - output: the `batch · 3 · size²` values of `[batch, 3, size, size]`
+fn smooth_images(seed: u64, batch: usize, size: usize) -> Vec<f32> {
+    let waves = uniform(seed, batch * 3 * 3 * 4, 0.0, 1.0);
+    let mut out = Vec::with_capacity(batch * 3 * size * size);
+    for plane in 0..batch * 3 {
+        let w = &waves[plane * 12..plane * 12 + 12];
+        for y in 0..size {
+            for x in 0..size {
+                let (u, v) = (x as f32 / size as f32, y as f32 / size as f32);
+                let value: f32 = (0..3)
+                    .map(|k| {
+                        let (fx, fy) = (1.0 + 2.0 * w[4 * k], 1.0 + 2.0 * w[4 * k + 1]);
+                        let (phase, amp) = (TAU * w[4 * k + 2], 0.2 + 0.13 * w[4 * k + 3]);
+                        amp * (TAU * (fx * u + fy * v) + phase).sin()
+                    })
+                    .sum();
+                out.push(value);
+            }
+        }
+    }
+    out
+}
+
+/// Tolerances of the model checks: forward (θ, correlations) and each parameter's gradient
+/// against its own scale. The CPU's own gradients move by up to 2.2e-3 when its input images move
+/// by ±1e-6 (EfficientNet-Lite0, 240²), so a device is held to 1e-2, not to float rounding.
+const MODEL_BOUND: Bound = Bound {
+    forward: 1e-3,
+    gradient: 1e-2,
+    floor: 1e-8,
+};
+
+/// Image pairs of the model checks: one. Batches are covered by the operations (two each); a
+/// second pair would double the device's time and, for VGG-16 at 176², need a 136 MiB buffer
+/// (burn's im2col of a convolution's input gradient), past the 128 MiB a storage buffer may have on
+/// Mesa's software Vulkan, where burn 0.22 then panics inside its autotuner and hangs.
+const MODEL_BATCH: usize = 1;
+
+/// The two-stage model of the checks on `device` (a training device keeps its autodiff): drawn on
+/// the CPU from a fixed seed and moved, so both sides hold the same weights. BatchNorm runs on its
+/// running statistics everywhere (the weak stage's default and evaluation's), every parameter
+/// trainable. Its heads start near the identity θ, as training does by default
+/// (`model.identity_init`), with small random weights in their last layers so that every parameter
+/// receives a gradient: randomly initialized heads predict warps far outside the image, whose
+/// coordinates would amplify rounding instead.
+fn check_model(kind: BackboneKind, size: usize, device: &Device) -> Result<TwoStage> {
+    let cpu = crate::device::training();
+    cpu.seed(7);
+    let config = ModelConfig {
+        backbone: kind,
+        image_size: size,
+        identity_init: true,
+        ..ModelConfig::default()
+    };
+    let mut model = config.init_two_stage(&cpu)?;
+    let small = |seed, param: &Param<Tensor<2>>| {
+        let shape = param.dims();
+        let values = uniform(seed, shape.iter().product(), -1e-3, 1e-3);
+        Param::from_tensor(Tensor::<2>::from_data(TensorData::new(values, shape), &cpu))
+    };
+    model.regression_aff.linear.weight = small(31, &model.regression_aff.linear.weight);
+    model.regression_tps.linear.weight = small(32, &model.regression_tps.linear.weight);
+    crate::model::materialize(&model);
+    let mut model = model.fork(device);
+    model.backbone = model
+        .backbone
+        .configure(BatchNormMode::Frozen, Trainable::All);
+    model.regression_aff = model.regression_aff.freeze().set_require_grad(true);
+    model.regression_tps = model.regression_tps.freeze().set_require_grad(true);
+    Ok(model)
+}
+
+/// What the checks read off a two-stage forward: θ_aff, θ_tps and both correlations.
+///
+/// # Shapes
+/// - outputs: `[batch·6]`, `[batch·18]`, `[batch·h·w·h·w]` twice
+fn model_outputs(out: TwoStageOutput) -> Vec<Vec<f64>> {
+    vec![
+        read_f64(out.theta_aff.into_tensor()),
+        read_f64(out.theta_tps.into_tensor()),
+        read_f64(out.corr_aff),
+        read_f64(out.corr_aff_tps),
+    ]
+}
+
+/// A backbone's two-stage model on [`MODEL_BATCH`] smooth image pairs ([`check_model`]): trained
+/// as the weak stage trains it (autodiff), the forward and the WeakAlign loss's parameter
+/// gradients; and evaluated as `eval` and `align` run it (no autodiff), the forward.
+fn model_parity(kind: BackboneKind, device: &Device, size: usize) -> Result<[OpParity; 2]> {
+    let images = |d: &Device| {
         let image = |seed| {
-            Tensor::<4>::from_data(
-                TensorData::new(
-                    uniform(seed, 2 * 3 * size * size, -1.0, 1.0),
-                    [2, 3, size, size],
-                ),
-                &d,
-            )
+            let values = smooth_images(seed, MODEL_BATCH, size);
+            Tensor::<4>::from_data(TensorData::new(values, [MODEL_BATCH, 3, size, size]), d)
         };
-        let out = model.forward(image(11), image(12))?;
+        (image(11), image(12))
+    };
+    let train = |device: &Device| -> Result<Run> {
+        let d = device.clone().autodiff();
+        let model = check_model(kind, size, &d)?;
+        let (source, target) = images(&d);
+        let out = model.forward(source, target)?;
         let loss = weakalign_loss(
             &out.theta_aff,
             &out.theta_tps,
@@ -464,31 +876,54 @@ fn model_parity(kind: BackboneKind, device: &Device, size: usize) -> Result<OpPa
             "no parameter received a gradient".into()
         })?;
         Ok(Run {
-            outputs: vec![
-                read_f64(out.theta_aff.into_tensor()),
-                read_f64(out.theta_tps.into_tensor()),
-                read_f64(out.corr_aff),
-            ],
+            outputs: model_outputs(out),
             gradients,
         })
     };
-    let (cpu, dev) = (run(&crate::device::inference())?, run(device)?);
-    let op = format!("two-stage {} ({size}²)", kind.name());
-    Ok(OpParity::judge(op, 1e-3, &dev, &cpu))
+    let evaluate = |device: &Device| -> Result<Run> {
+        let model = check_model(kind, size, device)?;
+        let (source, target) = images(device);
+        Ok(Run {
+            outputs: model_outputs(model.forward(source, target)?),
+            gradients: Vec::new(),
+        })
+    };
+    let mut rows = Vec::new();
+    for (what, run) in [
+        ("", &train as &dyn Fn(&Device) -> Result<Run>),
+        (", inference", &evaluate),
+    ] {
+        let cpu = run(&crate::device::inference())?;
+        let start = Instant::now();
+        let dev = run(device)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let op = format!("two-stage {} ({size}²{what})", kind.name());
+        rows.push(OpParity::judge(op, MODEL_BOUND, &dev, &cpu, seconds));
+    }
+    let [a, b]: [OpParity; 2] = rows.try_into().expect("two rows");
+    Ok([a, b])
 }
 
-/// The whole suite on `device` (models at `size`; `backbones` empty skips them).
+/// The whole suite on `device` (models at `size`; `backbones` empty skips them); `report` sees
+/// each operation's result as soon as it is known.
 pub fn parity(
     device: DeviceChoice,
     backbones: &[BackboneKind],
     size: usize,
+    report: &mut dyn FnMut(&OpParity),
 ) -> Result<Vec<OpParity>> {
     let d = device.inference()?;
-    let mut all = operations(&d)?;
+    let mut out = Sink {
+        results: Vec::new(),
+        report,
+    };
+    operations(&d, &mut out)?;
     for &kind in backbones {
-        all.push(model_parity(kind, &d, size)?);
+        for row in model_parity(kind, &d, size)? {
+            out.push(row);
+        }
     }
-    Ok(all)
+    Ok(out.results)
 }
 
 #[cfg(test)]
@@ -497,10 +932,13 @@ mod tests {
 
     #[test]
     fn relative_error_sees_a_difference_and_a_length_mismatch() {
-        assert_eq!(relative_error(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
-        assert!((relative_error(&[1.0, 2.5], &[1.0, 2.0]) - 0.25).abs() < 1e-12);
-        assert_eq!(relative_error(&[1.0], &[1.0, 2.0]), f64::INFINITY);
-        assert_eq!(relative_error(&[f64::NAN], &[1.0]), f64::INFINITY);
+        assert_eq!(relative_error(&[1.0, 2.0], &[1.0, 2.0], 1.0), 0.0);
+        assert!((relative_error(&[1.0, 2.5], &[1.0, 2.0], 1.0) - 0.25).abs() < 1e-12);
+        assert_eq!(relative_error(&[1.0], &[1.0, 2.0], 1.0), f64::INFINITY);
+        assert_eq!(relative_error(&[f64::NAN], &[1.0], 1.0), f64::INFINITY);
+        // Small values: against the floor, or against their own scale.
+        assert!((relative_error(&[1.1e-3], &[1e-3], 1.0) - 1e-4).abs() < 1e-12);
+        assert!((relative_error(&[1.1e-3], &[1e-3], 1e-8) - 0.1).abs() < 1e-9);
     }
 
     #[test]

@@ -782,3 +782,75 @@ fn conv_bn_matches_burn_modules() {
         }
     }
 }
+
+/// ReLU6 on burn's path (`conv::finish`, what a GPU runs) has PyTorch's gradient: 1 strictly
+/// inside (0, 6), 0 elsewhere, including at exactly 0 and 6 (burn's `relu6`, a clamp, gives 1
+/// there), and burn's values.
+#[test]
+fn relu6_on_burns_path_has_pytorchs_gradient_at_its_ends() {
+    use weakalign::backbone::conv::finish;
+    let opts = f64_device();
+    let y = tensor(&[-1.0, 0.0, 3.0, 6.0, 7.0], [1, 1, 1, 5], opts).require_grad();
+    let out = finish(y.clone(), None, Activation::Relu6);
+    let grads = out.clone().sum().backward();
+    assert_eq!(values(out), [0.0, 0.0, 3.0, 6.0, 6.0]);
+    assert_eq!(values(y.grad(&grads).unwrap()), [0.0, 0.0, 1.0, 0.0, 0.0]);
+}
+
+/// Where a convolution's output is exactly 0 (a zero region of its input, no bias), our CPU
+/// kernels and burn's path (`conv::finish`, the GPU's) give the same ReLU6 gradients: the case
+/// in which EfficientNet's depthwise convolutions at initialization gave a GPU other BatchNorm β
+/// gradients than the CPU (issue 30).
+#[test]
+fn fused_kernels_and_burns_path_agree_where_relu6_sees_exact_zeros() {
+    use weakalign::backbone::conv::finish;
+    let opts = f64_device();
+    let (c, side) = (3, 6);
+    let x: Vec<f64> = (0..c * side * side)
+        .map(|i| {
+            if i % 36 < 18 {
+                0.0
+            } else {
+                ((i * 37) % 17) as f64 / 8.0 - 1.0
+            }
+        })
+        .collect();
+    let w: Vec<f64> = (0..c * 9)
+        .map(|i| ((i * 13) % 11) as f64 / 5.0 - 1.0)
+        .collect();
+    let run = |fused: bool| {
+        let xt = tensor(&x, [1, c, side, side], opts.clone()).require_grad();
+        let wt = tensor(&w, [c, 1, 3, 3], opts.clone()).require_grad();
+        let bt = tensor(&[0.0; 3], [c], opts.clone()).require_grad();
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], c);
+        let y = if fused {
+            let after = After {
+                bias: Some(bt.clone()),
+                activation: Activation::Relu6,
+                ..After::default()
+            };
+            conv2d_with(xt.clone(), wt.clone(), options, after)
+        } else {
+            let y = burn::tensor::module::conv2d(xt.clone(), wt.clone(), Some(bt.clone()), options);
+            finish(y, None, Activation::Relu6)
+        };
+        let grads = (y.clone() * probe(&y)).sum().backward();
+        [
+            values(y),
+            values(xt.grad(&grads).unwrap()),
+            values(wt.grad(&grads).unwrap()),
+            values(bt.grad(&grads).unwrap()),
+        ]
+    };
+    let (ours, burn) = (run(true), run(false));
+    assert!(
+        ours[0].iter().filter(|v| **v == 0.0).count() > 6,
+        "exact zeros in the output"
+    );
+    for (what, (a, b)) in ["output", "dx", "dweight", "dbias"]
+        .iter()
+        .zip(ours.iter().zip(&burn))
+    {
+        assert_close(what, a, b, 1e-12, 1e-12);
+    }
+}

@@ -991,17 +991,36 @@ fn the_device_is_a_checked_choice_and_cpu_keeps_the_hash() {
     use weakalign::device::DeviceChoice;
     assert_eq!("cuda:1".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(1)));
     assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+    assert_eq!("wgpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Wgpu(None)));
+    assert_eq!(
+        "wgpu:2".parse::<DeviceChoice>(),
+        Ok(DeviceChoice::Wgpu(Some(2)))
+    );
+    for d in ["cpu", "cuda:0", "wgpu", "wgpu:1"] {
+        assert_eq!(d.parse::<DeviceChoice>().unwrap().to_string(), d);
+    }
     assert!("gpu".parse::<DeviceChoice>().is_err());
+    assert!("wgpu:x".parse::<DeviceChoice>().is_err());
     let plain = load(&smoke(), &[]).unwrap();
     let cpu = load(&smoke(), &["device=cpu".into()]).unwrap();
     let gpu = load(&smoke(), &["device=cuda".into()]).unwrap();
     assert_eq!(plain.hash(), cpu.hash(), "device = cpu is the default");
     assert!(!plain.to_toml().contains("device"), "{}", plain.to_toml());
     assert_ne!(plain.hash(), gpu.hash(), "a GPU run is a run of its own");
+    let wgpu = load(&smoke(), &["device=wgpu".into()]).unwrap();
+    assert_ne!(wgpu.hash(), gpu.hash(), "a wgpu run is not a CUDA run");
+    assert!(
+        wgpu.to_toml().contains("device = \"wgpu\""),
+        "{}",
+        wgpu.to_toml()
+    );
     let e = load(&smoke(), &["device=gpu".into()])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("(key `device`)") && e.contains("cuda:N"), "{e}");
+    assert!(
+        e.contains("(key `device`)") && e.contains("cuda:N") && e.contains("wgpu:N"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1075,6 +1094,24 @@ fn cuda_in_a_cpu_build_is_a_clear_error_before_anything_is_written() {
     assert!(!dir.path().join("runs").exists(), "nothing may be written");
 }
 
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn wgpu_in_a_cpu_build_is_a_clear_error_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for device in ["wgpu", "wgpu:1"] {
+        let out = exp(dir.path(), &["--device", device]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains(&format!("{device}: this binary was built without wgpu"))
+                && t.contains("make build-wgpu")
+                && !t.contains("panicked"),
+            "{t}"
+        );
+    }
+    assert!(!dir.path().join("runs").exists(), "nothing may be written");
+}
+
 #[test]
 fn the_parity_harness_runs_every_operation() {
     let dir = tempfile::tempdir().unwrap();
@@ -1095,11 +1132,31 @@ fn the_parity_harness_runs_every_operation() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 14, "{report}");
-    // The same backend on both sides: exact agreement, or the harness is broken.
+    // 25 operations, then the model trained and evaluated.
+    assert_eq!(results.len(), 27, "{report}");
+    assert!(
+        report["backend"].as_str().unwrap().contains("flex"),
+        "{report}"
+    );
+    // The same backend on both sides: exact agreement, or the harness is broken. Inference rows
+    // check the forward only (no gradient), the others both.
     for r in results {
         assert_eq!(r["forward"], 0.0, "{r}");
-        assert_eq!(r["gradient"], 0.0, "{r}");
+        let inference = r["op"].as_str().unwrap().contains("inference");
+        if inference {
+            assert!(r["gradient"].is_null(), "{r}");
+        } else {
+            assert_eq!(r["gradient"], 0.0, "{r}");
+        }
+    }
+    let names: Vec<&str> = results.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    for expected in [
+        "warp at an affine θ's grid (inference)",
+        "depthwise convolution over a zero region, ReLU6 (gradient at exactly 0)",
+        "two-stage efficientnet_lite0 (176²)",
+        "two-stage efficientnet_lite0 (176², inference)",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing: {names:?}");
     }
 }
 

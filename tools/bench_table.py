@@ -224,9 +224,34 @@ def main():
                   "| loader | pairs/s |", "|---|---|"]
         lines += [f"| {l['loader']} | {l['pairs_per_s']:.0f} |" for l in ours["loaders"]]
         lines += [""]
+    lines += LAVAPIPE
     os.makedirs("docs", exist_ok=True)
     open("docs/benchmarks.md", "w").write("\n".join(lines))
     print("\n".join(lines))
+
+
+# Not measured by `make bench`: what the wgpu checks on Mesa's software Vulkan showed (issue 30).
+LAVAPIPE = [
+    "## wgpu on Mesa's software Vulkan: no speed rows",
+    "",
+    "CI runs the wgpu backend on lavapipe (`make test-wgpu`), a Vulkan device emulated on the CPU: "
+    "its speed says nothing about a GPU, so it has no rows here. What is slow there, for anyone "
+    "sizing a check for it:",
+    "",
+    "- The first call of every kernel shape compiles it (LLVM inside Mesa) and autotunes it: "
+    "0.1–15 s per operation of the parity suite (the grid losses and the TPS grid are the slowest "
+    "first calls), all of them 1–2 minutes.",
+    "- Autotune runs every candidate kernel: on VGG-16's and ResNet-101's large convolutions a "
+    "candidate takes 0.2–9 s per call on lavapipe, and with autotune's default 3–10 timed calls "
+    "per candidate one VGG-16 model check ran for over 25 minutes. `tools/lavapipe/cubecl.toml` "
+    "times each candidate once; CI checks the EfficientNet-Lite0 model only.",
+    "- A storage buffer may not exceed 128 MiB there: burn's im2col for VGG-16's input gradient at "
+    "176² with two image pairs needs 136 MiB, and burn 0.22 then panics inside its autotuner (and "
+    "the process hangs). The parity suite's model checks use one pair.",
+    "- After that, a training step of `experiments/agreement.toml` (EfficientNet-Lite0, 176², "
+    "batch 8) takes seconds, against a fraction of a second on flex.",
+    "",
+]
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::pool::MaxPool2d;
 use burn::tensor::{DType, Tensor};
@@ -33,7 +33,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::conv::kernels::Real;
-use super::conv::{disabled, flex, host};
+use super::conv::{flex, host, own_kernels_apply};
 
 /// The windows of one max pooling: kernel, stride and `(begin, end)` zero padding per spatial
 /// axis (height, width); dilation 1, floor mode.
@@ -289,10 +289,10 @@ fn window_of(pool: &MaxPool2d, [h, w]: [usize; 2]) -> Option<PoolWindow> {
 /// - output: `[batch, channels, h_out, w_out]`, as `MaxPool2d::forward`
 pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    let on_flex = matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_));
+    let own = own_kernels_apply(&x);
     let float = matches!(x.dtype(), DType::F32 | DType::F64);
     match window_of(pool, [h, w]) {
-        Some(window) if on_flex && float && !disabled() && h * w <= u32::MAX as usize => {
+        Some(window) if own && float && h * w <= u32::MAX as usize => {
             Tensor::from_dispatch(Dispatch::max_pool2d_windows(x.into_dispatch(), window))
         }
         _ => pool.forward(x),

@@ -35,7 +35,8 @@ pub struct AlignArgs {
     /// by the θ_aff so far (an extension; see `TwoStage::forward_refined`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub affine_passes: u32,
-    /// Where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a `make build-cuda` binary).
+    /// Where the model runs: `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N` (a GPU needs a `make
+    /// build-cuda` or `make build-wgpu` binary).
     #[arg(long, default_value = "cpu", value_parser = super::choice::<DeviceChoice>)]
     pub device: DeviceChoice,
 }

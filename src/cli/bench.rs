@@ -14,7 +14,7 @@ use crate::device::DeviceChoice;
 /// Arguments of `weakalign bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Where: `cpu`, `cuda` or `cuda:N`.
+    /// Where: `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N`.
     #[arg(long, default_value = "cpu", value_parser = choice::<DeviceChoice>)]
     pub device: DeviceChoice,
     /// Pairs per batch.

@@ -52,7 +52,8 @@ pub struct EvalArgs {
     /// `…/eval/step-N` for an earlier one).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a `make build-cuda` binary).
+    /// Where the model runs: `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N` (a GPU needs a `make
+    /// build-cuda` or `make build-wgpu` binary).
     #[arg(long, default_value = "cpu", value_parser = choice::<DeviceChoice>)]
     pub device: DeviceChoice,
 }

@@ -43,8 +43,8 @@ pub struct ExpArgs {
     /// Root for `runs/`, `checkpoints/`, `datasets/` (default: the current directory).
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
-    /// Where to train: `cpu`, `cuda` or `cuda:N` (the experiment's `device` key; CUDA needs a
-    /// `make build-cuda` binary).
+    /// Where to train: `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N` (the experiment's `device`
+    /// key; a GPU needs a `make build-cuda` or `make build-wgpu` binary).
     #[arg(long, value_parser = super::choice::<DeviceChoice>)]
     pub device: Option<DeviceChoice>,
     /// Test hook: abort the process without any cleanup right after this global step (a crash).

@@ -1,10 +1,12 @@
 //! The command-line interface: one file per command, each parsing its arguments into typed
 //! values (clap), calling the library, and printing. `main.rs` maps errors to exit codes.
 
+pub mod agree;
 pub mod align;
 pub mod bench;
 pub mod compare;
 pub mod data;
+pub mod devices;
 pub mod eval;
 pub mod exp;
 pub mod import;
@@ -47,8 +49,13 @@ pub enum Command {
     /// Time the two-stage model's forward and weak training step on a device (`make bench-gpu`).
     Bench(bench::BenchArgs),
     /// Check a device against the CPU: every differentiable operation and each backbone's
-    /// two-stage model, forward and gradients (`make test-cuda`).
+    /// two-stage model, forward and gradients (`make test-cuda`, `make test-wgpu`).
     Parity(parity::ParityArgs),
+    /// Train one experiment on a device and on the CPU from the same seed and compare per-step
+    /// losses and the final test PCK (`make test-wgpu`).
+    Agree(agree::AgreeArgs),
+    /// List the devices this binary can use here (`cpu`, `cuda:N`, `wgpu:N` with its adapter).
+    Devices,
     /// Convert pretrained weights into our record format (used by `make weights`).
     Import {
         /// Which weights.
@@ -74,6 +81,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Compare(args) => compare::run(args),
         Command::Parity(args) => parity::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Agree(args) => agree::run(args),
+        Command::Devices => devices::run(),
         Command::Import { what } => import::run(what),
         Command::Data { what } => data::run(what),
     }

@@ -33,7 +33,8 @@ pub struct Experiment {
     /// Seed of initialization, data order and augmentation.
     pub seed: u64,
     /// Where to train: `"cpu"` (default; left out of the resolved file and the hash, so the
-    /// hashes of CPU runs did not change when this key came), `"cuda"` or `"cuda:N"`.
+    /// hashes of CPU runs did not change when this key came), `"cuda"`, `"cuda:N"`, `"wgpu"` or
+    /// `"wgpu:N"`.
     #[serde(skip_serializing_if = "DeviceChoice::is_cpu")]
     pub device: DeviceChoice,
     /// Architecture.

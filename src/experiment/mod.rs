@@ -7,8 +7,10 @@
 //! [`step`] (one optimisation step), [`logger`] (TensorBoard via [`tensorboard`],
 //! `metrics.jsonl`), [`checkpoint`] and [`run_dir`]; [`fork`] starts a run from a sibling's
 //! identical strong stages. [`trained`] loads a finished model for
-//! `eval` and `align`; [`sweep`] expands and runs `[sweep]` files; [`compare`] tabulates runs.
+//! `eval` and `align`; [`sweep`] expands and runs `[sweep]` files; [`compare`] tabulates runs;
+//! [`agreement`] trains one experiment on a device and on the CPU and compares them.
 
+pub mod agreement;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;

@@ -79,6 +79,13 @@ pub fn grid_to_points(grid: Tensor<4>) -> Tensor<3> {
 /// because burn's defaults (`align_corners = false`) differ from the reference.
 /// Differentiable with respect to both `image` and `grid`.
 ///
+/// The grid is handed over as a contiguous tensor: burn-cubecl 0.22.1's bilinear kernel (CUDA
+/// and wgpu, outside autodiff, so every GPU evaluation) reads a point's `y` as the element after
+/// its `x` whatever the grid's strides, and the grids of [`points_to_grid`] are strided views
+/// (`swap_dims` then `reshape`): sampled as they are, a GPU warps with the wrong coordinates.
+/// The copy is made on every backend (same values and gradients; it is one `[batch, h, w, 2]`
+/// copy). Minimal reproduction and its effect: `docs/burn-grid-sample-strides.md`.
+///
 /// # Shapes
 /// - `image`: `[batch, channels, h_in, w_in]`
 /// - `grid`: `[batch, h_out, w_out, 2]`
@@ -99,5 +106,16 @@ pub fn sample(image: Tensor<4>, grid: Tensor<4>) -> Result<Tensor<4>> {
     let options = GridSampleOptions::new(InterpolateMode::Bilinear)
         .with_padding_mode(GridSamplePaddingMode::Zeros)
         .with_align_corners(true);
-    Ok(image.grid_sample_2d(grid, options))
+    Ok(image.grid_sample_2d(contiguous(grid), options))
+}
+
+/// The same tensor laid out contiguously: a flat (1-D) reshape of a strided view cannot be a
+/// view, so every backend copies it in row-major order, and the reshape back is a view of that.
+///
+/// # Shapes
+/// - `t`: any `[d0, d1, d2, d3]`
+/// - output: the same
+fn contiguous(t: Tensor<4>) -> Tensor<4> {
+    let dims = t.dims();
+    t.reshape([dims.iter().product::<usize>()]).reshape(dims)
 }

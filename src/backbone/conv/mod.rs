@@ -19,7 +19,7 @@
 //!
 //! Where it applies: flex tensors (with or without autodiff), f32 or f64, dilation 1, dense
 //! (`groups = 1`) or depthwise (`groups = c_in = c_out`: EfficientNet's, whose backward on flex
-//! went through per-group slices). Everything else (other groupings, the CUDA backend) takes
+//! went through per-group slices). Everything else (other groupings, the GPU backends) takes
 //! burn's convolution unchanged. `WEAKALIGN_CONV=burn` in the environment turns the seam off, and
 //! the max pooling of [`super::pool`] with it (for comparisons); it is read once per process.
 //!
@@ -39,7 +39,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::{relu, relu6};
+use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
@@ -368,9 +368,17 @@ fn padding_pair(
 }
 
 /// Whether `WEAKALIGN_CONV=burn` turned the seam (and [`super::pool`]'s) off (read once).
-pub(crate) fn disabled() -> bool {
+fn disabled() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OFF.get_or_init(|| std::env::var("WEAKALIGN_CONV").is_ok_and(|v| v == "burn"))
+}
+
+/// Whether our CPU kernels (this seam's convolutions with what follows them, and
+/// [`super::pool`]'s max pooling) may run on `x`: the one place that decides it. They are written
+/// for flex's host memory, so on any other backend (CUDA, wgpu) burn's own ops run, whose cubecl
+/// kernels are the GPU counterparts; `WEAKALIGN_CONV=burn` sends flex there too.
+pub(crate) fn own_kernels_apply(x: &Tensor<4>) -> bool {
+    matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_)) && !disabled()
 }
 
 /// What comes with a convolution: its output scaled per channel (folded into the weight), then
@@ -464,6 +472,29 @@ pub fn finish(y: Tensor<4>, residual: Option<Tensor<4>>, activation: Activation)
     }
 }
 
+/// ReLU6 with PyTorch's gradient (`hardtanh_backward`): 1 strictly inside `(0, 6)`, 0 elsewhere,
+/// including at exactly 0 and 6, as the fused kernels compute it. burn's `relu6` is a `clamp`,
+/// whose gradient is 1 at both ends; a depthwise convolution over a zero region of a ReLU6
+/// output gives exactly 0 wherever the bias is 0 (every frozen BatchNorm at initialization), and
+/// there the two conventions gave the GPU a different bias gradient than the CPU (issue 30).
+/// The forward is burn's clamp bit for bit; the gradient is routed through `y − y.detach()`, which
+/// is 0 in value, masked outside `(0, 6)`.
+///
+/// # Shapes
+/// - `y`: `[batch, c, h, w]`
+/// - output: `[batch, c, h, w]`
+fn relu6(y: Tensor<4>) -> Tensor<4> {
+    if !y.is_tracked() {
+        return burn::tensor::activation::relu6(y);
+    }
+    let inside = y
+        .clone()
+        .greater_elem(0.0)
+        .bool_and(y.clone().lower_elem(6.0));
+    let through = (y.clone() - y.clone().detach()).mask_fill(inside.bool_not(), 0.0);
+    burn::tensor::activation::relu6(y.detach()) + through
+}
+
 /// `a(conv2d(x, weight · scale) + bias [+ residual])` in one pass over the output where the
 /// kernels apply (module docs); otherwise burn's convolution and ops (the same values up to float
 /// rounding).
@@ -478,7 +509,7 @@ pub fn conv2d_with(
     options: ConvOptions<2>,
     after: After,
 ) -> Tensor<4> {
-    let on_flex = matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_));
+    let own = own_kernels_apply(&x);
     let dtype = x.dtype();
     let same_dtype = [
         Some(weight.dtype()),
@@ -490,7 +521,7 @@ pub fn conv2d_with(
     .flatten()
     .all(|d| d == dtype);
     let fits = geometry(&x.dims(), &weight.dims(), &options).is_some();
-    if disabled() || !on_flex || !fits || !same_dtype || !matches!(dtype, DType::F32 | DType::F64) {
+    if !own || !fits || !same_dtype || !matches!(dtype, DType::F32 | DType::F64) {
         let weight = match after.scale {
             Some(s) => {
                 let c_out = s.dims()[0];
