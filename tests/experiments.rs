@@ -1078,6 +1078,35 @@ fn affine_passes_keep_older_hashes_and_must_be_at_least_one() {
     );
 }
 
+#[test]
+fn max_test_pairs_keeps_older_hashes_and_cuts_the_test_set_evenly() {
+    let file = root().join("experiments/affine_tps_soft_caltech_narrow.toml");
+    let plain = load(&file, &[]).unwrap();
+    assert_eq!(plain.hash(), "5a32b27b64e824ee");
+    assert!(!plain.to_toml().contains("max_test_pairs"));
+    let all = load(&file, &["eval.max_test_pairs=0".into()]).unwrap();
+    assert_eq!(all.hash(), plain.hash());
+    let cut = load(&file, &["eval.max_test_pairs=48".into()]).unwrap();
+    assert_ne!(cut.hash(), plain.hash());
+
+    // On the embedded data (no datasets needed): all 336 test pairs, or 48 of them.
+    use weakalign::experiment::sources::Sources;
+    let datasets = tempfile::tempdir().unwrap();
+    let test_pairs = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let exp = load(&smoke(), &sets).unwrap();
+        let sources = Sources::build(&resolve(&exp, &smoke()).unwrap(), datasets.path()).unwrap();
+        sources.test.pairs
+    };
+    let every = test_pairs(&[]);
+    let some = test_pairs(&["eval.max_test_pairs=48"]);
+    assert_eq!(every.len(), 336);
+    assert_eq!(some.len(), 48);
+    // Spread over the set (the embedded test set is ordered by category), not its first 48.
+    assert_eq!(some[0].source, every[0].source);
+    assert_eq!(some[47].source, every[329].source);
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_in_a_cpu_build_is_a_clear_error_before_anything_is_written() {

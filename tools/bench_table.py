@@ -236,11 +236,18 @@ LAVAPIPE = [
     "",
     "CI runs the wgpu backend on lavapipe (`make test-wgpu`), a Vulkan device emulated on the CPU: "
     "its speed says nothing about a GPU, so it has no rows here. What is slow there, for anyone "
-    "sizing a check for it:",
+    "sizing a check for it (2-core VM, Mesa 22.3.6):",
     "",
-    "- The first call of every kernel shape compiles it (LLVM inside Mesa) and autotunes it: "
-    "0.1–15 s per operation of the parity suite (the grid losses and the TPS grid are the slowest "
-    "first calls), all of them 1–2 minutes.",
+    "- The first call of every kernel shape compiles it (cubecl, then Mesa's LLVM) and autotunes "
+    "it, compiling every candidate: the parity suite's 25 operations compiled 351 kernels (119 "
+    "fused element-wise, 56 matmul candidates). With an empty Mesa shader cache (a fresh machine, "
+    "as in CI) they take 3.5 minutes, 0.1–66 s each (the grid losses, the TPS grid and the first "
+    "3×3 convolution are the slowest first calls); with Mesa's cache (`~/.cache/mesa_shader_cache`) "
+    "filled by an earlier run, 65 s. `GALLIVM_PERF=nopt` (no LLVM optimization passes) did not "
+    "make the first calls faster.",
+    "- EfficientNet-Lite0's two-stage model at 176², one pair: 5.8–6.9 minutes for the first "
+    "training forward and backward (the backbone frozen or not changes it by a minute: the "
+    "forward's first calls dominate), then 2 s for the inference forward.",
     "- Autotune runs every candidate kernel: on VGG-16's and ResNet-101's large convolutions a "
     "candidate takes 0.2–9 s per call on lavapipe, and with autotune's default 3–10 timed calls "
     "per candidate one VGG-16 model check ran for over 25 minutes. `tools/lavapipe/cubecl.toml` "
@@ -248,8 +255,9 @@ LAVAPIPE = [
     "- A storage buffer may not exceed 128 MiB there: burn's im2col for VGG-16's input gradient at "
     "176² with two image pairs needs 136 MiB, and burn 0.22 then panics inside its autotuner (and "
     "the process hangs). The parity suite's model checks use one pair.",
-    "- After that, a training step of `experiments/agreement.toml` (EfficientNet-Lite0, 176², "
-    "batch 8) takes seconds, against a fraction of a second on flex.",
+    "- A training step of `experiments/agreement.toml`'s cut (EfficientNet-Lite0, 176²) takes "
+    "about 8 s at a batch of 2 or 4 once its kernels are compiled (launch-bound), against a "
+    "fraction of a second on flex; each stage's first step takes minutes.",
     "",
 ]
 

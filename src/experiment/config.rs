@@ -315,6 +315,12 @@ pub struct EvalSection {
     pub alpha: f64,
     /// Validation pairs used (0 = all).
     pub max_validation_pairs: usize,
+    /// Test pairs used (0 = all, the default: a benchmark's number is over all its pairs). A cut
+    /// for quick checks (the CPU-vs-device agreement on a software GPU, `experiments/agreement.toml`),
+    /// spread evenly over the set like the validation cut. Left out of the resolved file and the
+    /// hash at its default, so the hashes of runs from before this key did not change.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_test_pairs: usize,
     /// TPS λ for keypoint transfer (reference eval.py: 0).
     pub tps_lambda: f64,
     /// Passes of the affine head when validating and testing (`TwoStage::forward_refined`):
@@ -329,12 +335,17 @@ fn is_one(n: &usize) -> bool {
     *n == 1
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl Default for EvalSection {
     fn default() -> Self {
         Self {
             every: 100,
             alpha: 0.1,
             max_validation_pairs: 96,
+            max_test_pairs: 0,
             tps_lambda: 0.0,
             affine_passes: 1,
         }
@@ -562,7 +573,7 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
     };
     // Every key, including those the defaults leave out of files (`device`, `launcher`,
     // `strong.backbone_trainable`, `strong.backbone_lr`, `weak.random_crop`, `weak.flip`,
-    // `weak.backbone_lr`, `eval.affine_passes`).
+    // `weak.backbone_lr`, `eval.affine_passes`, `eval.max_test_pairs`).
     let all_keys = Experiment {
         device: DeviceChoice::Cuda(0),
         launcher: LauncherSection {
@@ -585,6 +596,7 @@ pub fn apply_override(path: &Path, table: &mut toml::Table, item: &str) -> Resul
         },
         eval: EvalSection {
             affine_passes: 2,
+            max_test_pairs: 1,
             ..EvalSection::default()
         },
         ..Experiment::default()

@@ -46,7 +46,7 @@ pub struct Sources {
     embedded: Arc<EmbeddedDataset>,
     /// Validation pairs (at most `eval.max_validation_pairs`).
     pub validation: KeypointSet,
-    /// Test pairs.
+    /// Test pairs (at most `eval.max_test_pairs`; all by default).
     pub test: KeypointSet,
     /// The training images of the synthetic pairs, decoded once for both strong stages and
     /// released when the weak stage starts.
@@ -75,7 +75,8 @@ impl Sources {
             .data
             .test
             .keypoint_set(datasets, Some(&embedded), Split::Test)
-            .map_err(keyed("data.test", exp.data.test.name()))?;
+            .map_err(keyed("data.test", exp.data.test.name()))?
+            .subset(exp.eval.max_test_pairs);
         if exp.data.train == TrainData::Caltech101 {
             let images = image_paths_in(&layout::caltech_101_images(datasets))
                 .map_err(keyed("data.train", "caltech-101".into()))?;
