@@ -3,7 +3,7 @@
 # bash with pipefail: a command piped into `tee` fails the recipe when it fails.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
-.PHONY: exp ablation ablation-full check-overlap test test-grad check fmt lint doc golden weights data datasets bench bench-conv bench-alternate kill-resume \
+.PHONY: wgpu-checks wgpu-out wgpu-parity wgpu-agree wgpu-no-driver exp ablation ablation-full check-overlap test test-grad check fmt lint doc golden weights data datasets bench bench-conv bench-alternate kill-resume \
 	build-cuda check-cuda test-cuda bench-gpu build-wgpu test-wgpu
 
 NAME ?= affine_tps_soft
@@ -70,7 +70,7 @@ build-wgpu:
 # (experiments/agreement.toml on the CPU and on wgpu from the same seed; every step's loss within
 # 1e-3 relative, the test PCK within 0.01), then the error a machine without a Vulkan driver gets.
 # CI checks EfficientNet-Lite0, the backbone the experiments train: on lavapipe the first call of
-# every kernel shape compiles (Mesa's LLVM) and autotunes it, ~6 minutes for EfficientNet-Lite0's
+# every kernel shape compiles (Mesa's LLVM) and autotunes it, ~7 minutes for EfficientNet-Lite0's
 # model rows and far more for VGG-16 and ResNet-101
 # (`make test-wgpu WGPU_BACKBONES=vgg16,resnet101,efficientnet_lite0`).
 WGPU_BIN ?= target/wgpu/weakalign
@@ -79,14 +79,29 @@ WGPU_BACKBONES ?= efficientnet_lite0
 # NODEVICE_SELECT: the Vulkan loader's device-select layer complains without XDG_RUNTIME_DIR.
 WGPU_ENV := NODEVICE_SELECT=1
 test-wgpu: build-wgpu weights
+	$(MAKE) -j2 --output-sync=target wgpu-checks
+
+# The checks alone, on the binary already in $(WGPU_BIN) (CI runs them beside `make check-cuda`).
+# The parity suite and the agreement run side by side (`make -j2`): on lavapipe each spends most
+# of its time compiling one kernel at a time, on one core. The Mesa shader cache they share is
+# safe for several processes.
+wgpu-checks: wgpu-parity wgpu-agree wgpu-no-driver
+
+wgpu-out:
 	rm -rf $(WGPU_OUT) && mkdir -p $(WGPU_OUT)/root/checkpoints
 	cp tools/lavapipe/cubecl.toml $(WGPU_OUT)/
 	ln -s $(CURDIR)/$(PRETRAINED) $(WGPU_OUT)/root/checkpoints/pretrained
 	cd $(WGPU_OUT) && $(WGPU_ENV) $(CURDIR)/$(WGPU_BIN) devices | tee devices.txt
+
+wgpu-parity: wgpu-out
 	cd $(WGPU_OUT) && $(WGPU_ENV) $(CURDIR)/$(WGPU_BIN) parity --device wgpu --backbones $(WGPU_BACKBONES) --size 176 --out parity.json | tee parity.md
 	grep -q '"backend": ".*Vulkan' $(WGPU_OUT)/parity.json || { echo "test-wgpu: the adapter is not a Vulkan one (see $(WGPU_OUT)/parity.json)"; exit 1; }
+
+wgpu-agree: wgpu-out
 	cd $(WGPU_OUT) && $(WGPU_ENV) $(CURDIR)/$(WGPU_BIN) agree $(CURDIR)/experiments/agreement.toml --device wgpu --steps 6 --loss-tolerance 1e-3 --pck-band 0.01 --root root --out agreement.json | tee agreement.md
+
 # A machine without a Vulkan driver (the loader pointed at none) gets an error naming the package.
+wgpu-no-driver: wgpu-out
 	cd $(WGPU_OUT) && ! VK_ICD_FILENAMES=/nonexistent.json $(WGPU_ENV) $(CURDIR)/$(WGPU_BIN) parity --device wgpu --backbones 2> no-driver.txt
 	grep -q 'mesa-vulkan-drivers' $(WGPU_OUT)/no-driver.txt || { cat $(WGPU_OUT)/no-driver.txt; echo "test-wgpu: no clear error without a Vulkan driver"; exit 1; }
 

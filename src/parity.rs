@@ -637,6 +637,28 @@ fn correlation_operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The affine and the composed (affine then TPS) inlier counts of `matches`.
+///
+/// # Shapes
+/// - `matches`: `[batch, h·w, h, w]`
+/// - outputs: `[batch]` twice
+fn inlier_scores(
+    a: &AffineTheta,
+    t: &TpsTheta,
+    spline: &Tps,
+    matches: Tensor<4>,
+    config: &InlierConfig,
+) -> Result<Vec<Tensor<1>>> {
+    let composed = Composed {
+        affine: a,
+        tps: spline.warp(t),
+    };
+    Ok(vec![
+        affine_inlier_score(a, matches.clone(), config)?,
+        composed_inlier_score(&composed, matches, config)?,
+    ])
+}
+
 /// Inlier counts, the grid loss and the WeakAlign objective.
 fn loss_operations(device: &Device, inputs: &Inputs, out: &mut Sink<'_>) -> Result<()> {
     let (h, w) = (H, W);
@@ -666,14 +688,7 @@ fn loss_operations(device: &Device, inputs: &Inputs, out: &mut Sink<'_>) -> Resu
                     AffineTheta::new(constant(&a, &d))?,
                     TpsTheta::new(constant(&t, &d))?,
                 );
-                let composed = Composed {
-                    affine: &a,
-                    tps: spline.warp(&t),
-                };
-                Ok(vec![
-                    affine_inlier_score(&a, x[0].clone(), &config)?,
-                    composed_inlier_score(&composed, x[0].clone(), &config)?,
-                ])
+                inlier_scores(&a, &t, spline, x[0].clone(), &config)
             },
         )?);
     }
@@ -689,14 +704,7 @@ fn loss_operations(device: &Device, inputs: &Inputs, out: &mut Sink<'_>) -> Resu
         &|x| {
             let theta = |t: &Tensor<4>| t.clone().flatten::<2>(1, 3);
             let (a, t) = (aff(&theta(&x[1]))?, tps_t(&theta(&x[2]))?);
-            let composed = Composed {
-                affine: &a,
-                tps: spline.warp(&t),
-            };
-            Ok(vec![
-                affine_inlier_score(&a, x[0].clone(), &soft)?,
-                composed_inlier_score(&composed, x[0].clone(), &soft)?,
-            ])
+            inlier_scores(&a, &t, spline, x[0].clone(), &soft)
         },
     )?);
     let inputs = [
