@@ -238,6 +238,20 @@ type Runner<const D: usize> = fn(
     &dyn Fn(&[Tensor<D>]) -> Result<Vec<Tensor<1>>>,
 ) -> Result<Run>;
 
+/// `run` on the CPU, then on `device` (timed), and the verdict on the two.
+fn side_by_side(
+    name: String,
+    bound: Bound,
+    device: &Device,
+    run: &dyn Fn(&Device) -> Result<Run>,
+) -> Result<OpParity> {
+    let cpu = run(&crate::device::inference())?;
+    let start = Instant::now();
+    let dev = run(device)?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(OpParity::judge(name, bound, &dev, &cpu, seconds))
+}
+
 /// Compares `op` on `device` against the CPU, both run by `runner`.
 fn compare_by<const D: usize>(
     runner: Runner<D>,
@@ -247,17 +261,9 @@ fn compare_by<const D: usize>(
     inputs: &[(Vec<f32>, [usize; D])],
     op: &dyn Fn(&[Tensor<D>]) -> Result<Vec<Tensor<1>>>,
 ) -> Result<OpParity> {
-    let cpu = runner(&crate::device::inference(), inputs, op)?;
-    let start = Instant::now();
-    let dev = runner(device, inputs, op)?;
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(OpParity::judge(
-        name.into(),
-        Bound::op(tolerance),
-        &dev,
-        &cpu,
-        seconds,
-    ))
+    side_by_side(name.into(), Bound::op(tolerance), device, &|d| {
+        runner(d, inputs, op)
+    })
 }
 
 /// Compares `op`'s forward and gradients on `device` against the CPU's.
@@ -269,17 +275,6 @@ fn compare<const D: usize>(
     op: &dyn Fn(&[Tensor<D>]) -> Result<Vec<Tensor<1>>>,
 ) -> Result<OpParity> {
     compare_by(run_op, name, tolerance, device, inputs, op)
-}
-
-/// Compares `op`'s forward without autodiff on `device` against the CPU's.
-fn compare_inference<const D: usize>(
-    name: &str,
-    tolerance: f64,
-    device: &Device,
-    inputs: &[(Vec<f32>, [usize; D])],
-    op: &dyn Fn(&[Tensor<D>]) -> Result<Vec<Tensor<1>>>,
-) -> Result<OpParity> {
-    compare_by(run_forward, name, tolerance, device, inputs, op)
 }
 
 /// A fixed (not differentiated) tensor from values and shape, on `device`.
@@ -348,24 +343,50 @@ fn operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
     loss_operations(device, &inputs, out)
 }
 
+/// Channels of the backbone layers' checks (in, out).
+const C_IN: usize = 4;
+const C_OUT: usize = 6;
+
+/// A backbone layer's random input, `[B, C_IN, side, side]`.
+fn layer_input(seed: u64, side: usize) -> (Vec<f32>, [usize; 4]) {
+    (
+        uniform(seed, B * C_IN * side * side, -1.0, 1.0),
+        [B, C_IN, side, side],
+    )
+}
+
 /// The backbones' layers through [`crate::backbone::conv`] and [`crate::backbone::pool`] (on the
-/// CPU our kernels, elsewhere burn's): dense and depthwise convolutions with symmetric and
-/// TensorFlow-"SAME" (asymmetric) padding, the fused scale, bias, residual and activations, and
-/// the max poolings of VGG-16 and ResNet-101.
+/// CPU our kernels, elsewhere burn's): [`convolution_operations`], then
+/// [`pooling_and_normalization_operations`].
 fn backbone_operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
+    convolution_operations(device, out)?;
+    pooling_and_normalization_operations(device, out)
+}
+
+/// One convolution through [`crate::backbone::conv::conv2d_with`], flattened.
+///
+/// # Shapes
+/// - `x`: `[batch, c_in, h, w]`; `weight`: `[c_out, c_in / groups, k, k]`
+/// - output: `[batch · c_out · h_out · w_out]`
+fn conv_row(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    options: burn::tensor::ops::ConvOptions<2>,
+    after: crate::backbone::conv::After,
+) -> Result<Vec<Tensor<1>>> {
+    let y = crate::backbone::conv::conv2d_with(x.clone(), weight.clone(), options, after);
+    Ok(vec![flat(y)])
+}
+
+/// Dense and depthwise convolutions with symmetric and TensorFlow-"SAME" (asymmetric) padding,
+/// the fused scale, bias, residual and activations, and ReLU6 at exactly 0.
+fn convolution_operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
+    use crate::backbone::conv::After;
     use crate::backbone::conv::kernels::Activation;
-    use crate::backbone::conv::{After, conv2d_with};
-    use burn::nn::PaddingConfig2d;
-    use burn::nn::pool::MaxPool2dConfig;
     use burn::tensor::ops::ConvOptions;
 
-    let (c_in, c_out) = (4, 6);
-    let x = |seed, side: usize| {
-        (
-            uniform(seed, B * c_in * side * side, -1.0, 1.0),
-            [B, c_in, side, side],
-        )
-    };
+    let (c_in, c_out) = (C_IN, C_OUT);
+    let x = layer_input;
     let w = |seed, c_out: usize, c_in: usize| {
         (
             uniform(seed, c_out * c_in * 9, -0.5, 0.5),
@@ -427,12 +448,7 @@ fn backbone_operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
                 residual: None,
                 activation,
             };
-            Ok(vec![flat(conv2d_with(
-                t[0].clone(),
-                t[1].clone(),
-                options.clone(),
-                after,
-            ))])
+            conv_row(&t[0], &t[1], options.clone(), after)
         })?);
     }
     // A residual block's output: conv, frozen-BN scale and shift, residual, ReLU.
@@ -449,13 +465,12 @@ fn backbone_operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
                 residual: Some(t[0].clone()),
                 activation: Activation::Relu,
             };
-            let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-            Ok(vec![flat(conv2d_with(
-                t[0].clone(),
-                t[1].clone(),
-                options,
+            conv_row(
+                &t[0],
+                &t[1],
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
                 after,
-            ))])
+            )
         },
     )?);
     // ReLU6 where its input is exactly 0: a depthwise convolution without bias over a zero region
@@ -479,14 +494,18 @@ fn backbone_operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
                 ..After::default()
             };
             let options = ConvOptions::new([1, 1], [1, 1], [1, 1], c_in);
-            Ok(vec![flat(conv2d_with(
-                t[0].clone(),
-                t[1].clone(),
-                options,
-                after,
-            ))])
+            conv_row(&t[0], &t[1], options, after)
         },
     )?);
+    Ok(())
+}
+
+/// BatchNorm on batch statistics and the max poolings of VGG-16 and ResNet-101.
+fn pooling_and_normalization_operations(device: &Device, out: &mut Sink<'_>) -> Result<()> {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::pool::MaxPool2dConfig;
+
+    let (c_in, x) = (C_IN, layer_input);
     // BatchNorm on batch statistics (the strong stages' heads train with it).
     out.push(compare(
         "batch normalization (batch statistics)",
@@ -557,7 +576,8 @@ fn geometry_operations(device: &Device, inputs: &Inputs, out: &mut Sink<'_>) -> 
         std::slice::from_ref(&image),
         &warp_at_theta,
     )?);
-    out.push(compare_inference(
+    out.push(compare_by(
+        run_forward,
         "warp at an affine θ's grid (inference)",
         1e-5,
         device,
@@ -896,20 +916,11 @@ fn model_parity(kind: BackboneKind, device: &Device, size: usize) -> Result<[OpP
             gradients: Vec::new(),
         })
     };
-    let mut rows = Vec::new();
-    for (what, run) in [
-        ("", &train as &dyn Fn(&Device) -> Result<Run>),
-        (", inference", &evaluate),
-    ] {
-        let cpu = run(&crate::device::inference())?;
-        let start = Instant::now();
-        let dev = run(device)?;
-        let seconds = start.elapsed().as_secs_f64();
-        let op = format!("two-stage {} ({size}²{what})", kind.name());
-        rows.push(OpParity::judge(op, MODEL_BOUND, &dev, &cpu, seconds));
-    }
-    let [a, b]: [OpParity; 2] = rows.try_into().expect("two rows");
-    Ok([a, b])
+    let name = |what| format!("two-stage {} ({size}²{what})", kind.name());
+    Ok([
+        side_by_side(name(""), MODEL_BOUND, device, &train)?,
+        side_by_side(name(", inference"), MODEL_BOUND, device, &evaluate)?,
+    ])
 }
 
 /// The whole suite on `device` (models at `size`; `backbones` empty skips them); `report` sees
